@@ -1,0 +1,61 @@
+# One virtual environment (.venv) for everything; `serve` installs only the serving runtime into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
+MODELS_DIR ?= models
+HOST ?= 127.0.0.1
+PORT ?= 8000
+CONFIG ?= training/configs/de-en.yaml
+PYTEST_ARGS ?=
+
+.PHONY: help setup setup-serve serve test test-slow train export evaluate lock clean
+
+help:
+	@echo "make serve              set up .venv (serving runtime) and start the API on $(HOST):$(PORT)"
+	@echo "make test               set up .venv (dev) and run the test suite"
+	@echo "make train CONFIG=...   train a model from scratch (resumes if interrupted)"
+	@echo "make export RUN=runs/de-en OUT=models/de-en   export, check parity, evaluate"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
+
+$(VENV)/.serve: $(BIN)/python requirements/serve.in constraints.txt
+	$(PIP) -r requirements/serve.in
+	touch $@
+
+$(VENV)/.dev: $(BIN)/python requirements/serve.in requirements/train.in requirements/dev.in constraints.txt
+	$(PIP) -r requirements/dev.in
+	touch $@ $(VENV)/.serve
+
+setup-serve: $(VENV)/.serve
+setup: $(VENV)/.dev
+
+serve: setup-serve
+	MT_MODELS_DIR=$(MODELS_DIR) $(BIN)/python -m service serve --host $(HOST) --port $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+train: setup
+	$(BIN)/python -m training.train --config $(CONFIG)
+
+RUN ?= runs/de-en
+OUT ?= models/de-en
+export: setup
+	$(BIN)/python -m training.export --run-dir $(RUN) --out $(OUT) --quantize
+	$(BIN)/python -m training.evaluate --model-dir $(OUT)
+
+evaluate: setup
+	$(BIN)/python -m training.evaluate --model-dir $(MODELS_DIR)/*/
+
+lock: setup
+	{ echo "# Pinned versions of every Python package the project installs (regenerate with: make lock)."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache

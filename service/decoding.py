@@ -1,0 +1,189 @@
+"""Batched greedy and beam search over any encoder/decoder-step model (ONNX at serving, PyTorch in training).
+
+This is the only decoding code in the project: the service and the training pipeline's evaluation both
+call it, so reported scores describe what users get. Everything here is numpy; a model only has to
+implement ``StepModel``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class Encoded:
+    """Encoder output for a batch of B sentences.
+
+    memory [B, S, M] float32, keys [B, S, K] float32, mask [B, S] bool, state [B, D] float32 (initial decoder state).
+    """
+
+    memory: np.ndarray
+    keys: np.ndarray
+    mask: np.ndarray
+    state: np.ndarray
+
+    def select(self, rows: np.ndarray) -> "Encoded":
+        """Rows of the batch (in any order, repeats allowed): rows [N] -> Encoded with batch N."""
+        return Encoded(self.memory[rows], self.keys[rows], self.mask[rows], self.state[rows])
+
+
+class StepModel(Protocol):
+    bos_id: int
+    eos_id: int
+
+    def encode(self, src: np.ndarray, lengths: np.ndarray) -> Encoded:
+        """src [B, S] int64 (padded), lengths [B] int64 -> Encoded."""
+
+    def step(
+        self, prev_tokens: np.ndarray, state: np.ndarray, encoded: Encoded
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """prev_tokens [B] int64, state [B, D] -> log-probs [B, V], new state [B, D], attention [B, S] or None."""
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without <s> and </s>
+    score: float  # length-normalized log-probability
+    log_prob: float  # total log-probability, </s> included
+    complete: bool = True  # ended with </s> (False: stopped at the length limit)
+    attention: np.ndarray | None = None  # [steps, S_real]: one row per generated token (</s> included when complete)
+
+
+@dataclass
+class SearchOptions:
+    beam_size: int = 1
+    n_best: int = 1
+    length_penalty: float = 1.0  # score = log_prob / length ** length_penalty
+    max_length_ratio: float = 2.0
+    max_length_offset: int = 10
+    max_length_cap: int = 256
+    return_attention: bool = False
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1 or not 1 <= self.n_best <= self.beam_size:
+            raise ValueError("need beam_size >= 1 and 1 <= n_best <= beam_size")
+
+    def max_length(self, source_length: int) -> int:
+        return min(self.max_length_cap, int(math.ceil(self.max_length_ratio * source_length)) + self.max_length_offset)
+
+
+def _normalized(log_prob: float, length: int, penalty: float) -> float:
+    return log_prob / (max(length, 1) ** penalty)
+
+
+@dataclass
+class _Sentence:
+    """Bookkeeping for one source sentence during beam search."""
+
+    source_length: int
+    max_length: int
+    finished: list[Hypothesis] = field(default_factory=list)
+    done: bool = False
+
+
+def pad_batch(sequences: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Token lists -> ids [B, S_max] int64 (right-padded), lengths [B] int64."""
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    ids = np.full((len(sequences), int(lengths.max())), pad_id, dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+    return ids, lengths
+
+
+def search(model: StepModel, sources: list[list[int]], options: SearchOptions) -> list[list[Hypothesis]]:
+    """Translate a batch of tokenized sources; returns the n-best hypotheses of each, best first.
+
+    A sentence's result does not depend on the rest of the batch: padding is masked, and each sentence
+    keeps its own beams, length limit and stopping rule. Rows whose sentence is finished are dropped from
+    the decoder batch so that short sentences stop costing compute.
+    """
+    src, lengths = pad_batch(sources)
+    encoded = model.encode(src, lengths)
+    batch, beam = len(sources), options.beam_size
+    sentences = [_Sentence(int(n), options.max_length(int(n))) for n in lengths]
+
+    # Alive rows: sentence index and beam tokens/scores/attention for each row of the decoder batch.
+    row_sentence = np.repeat(np.arange(batch), beam)
+    encoded = encoded.select(row_sentence)
+    state = encoded.state
+    scores = np.tile(np.array([0.0] + [-np.inf] * (beam - 1)), batch)  # [R] cumulative log-prob
+    tokens = np.zeros((batch * beam, 0), dtype=np.int64)
+    attention = np.zeros((batch * beam, 0, encoded.mask.shape[1]), dtype=np.float32)
+    prev = np.full(batch * beam, model.bos_id, dtype=np.int64)
+
+    step = 0
+    while len(row_sentence):
+        log_probs, state, weights = model.step(prev, state, encoded)
+        step += 1
+        vocab = log_probs.shape[1]
+        n_alive = len(row_sentence) // beam
+        candidates = (scores[:, None] + log_probs).reshape(n_alive, beam * vocab)
+        # 2 * beam candidates are enough to find `beam` that do not end in </s>.
+        k = min(2 * beam, candidates.shape[1])
+        top = np.argpartition(-candidates, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(candidates, top, 1), axis=1, kind="stable"), 1)
+
+        keep_rows, keep_tokens, keep_scores, keep_alive_sentence = [], [], [], []
+        for group in range(n_alive):
+            sentence_index = row_sentence[group * beam]
+            sentence = sentences[sentence_index]
+            kept = 0
+            for flat in top[group]:
+                score = candidates[group, flat]
+                if score == -np.inf:
+                    break
+                row = group * beam + flat // vocab
+                token = int(flat % vocab)
+                if token == model.eos_id or step >= sentence.max_length:
+                    hyp_tokens = tokens[row].tolist() + ([] if token == model.eos_id else [token])
+                    hyp_attention = None
+                    if options.return_attention and weights is not None:
+                        hyp_attention = np.concatenate([attention[row], weights[row][None]], 0)[
+                            :, : sentence.source_length]
+                    complete = token == model.eos_id
+                    sentence.finished.append(Hypothesis(
+                        hyp_tokens, _normalized(float(score), step, options.length_penalty),
+                        float(score), complete, hyp_attention))
+                    if len(sentence.finished) >= beam:
+                        break
+                else:
+                    keep_rows.append(row)
+                    keep_tokens.append(token)
+                    keep_scores.append(score)
+                    kept += 1
+                    if kept == beam:
+                        break
+            if len(sentence.finished) >= beam or step >= sentence.max_length or kept == 0:
+                sentence.done = True
+                keep_rows, keep_tokens, keep_scores = (keep_rows[: len(keep_rows) - kept],
+                                                       keep_tokens[: len(keep_tokens) - kept],
+                                                       keep_scores[: len(keep_scores) - kept])
+                continue
+            # Pad to a full beam with dead copies so every alive sentence keeps exactly `beam` rows.
+            for _ in range(beam - kept):
+                keep_rows.append(keep_rows[-1])
+                keep_tokens.append(keep_tokens[-1])
+                keep_scores.append(-np.inf)
+            keep_alive_sentence.append(sentence_index)
+
+        rows = np.array(keep_rows, dtype=np.int64)
+        row_sentence = np.repeat(np.array(keep_alive_sentence, dtype=np.int64), beam)
+        tokens = np.concatenate([tokens[rows], np.array(keep_tokens, dtype=np.int64)[:, None]], axis=1)
+        if options.return_attention and weights is not None:
+            attention = np.concatenate([attention[rows], weights[rows][:, None]], axis=1)
+        else:
+            attention = attention[rows]
+        scores = np.array(keep_scores, dtype=np.float64)
+        state = state[rows]
+        encoded = encoded.select(rows)
+        prev = tokens[:, -1] if len(rows) else prev[:0]
+
+    results = []
+    for sentence in sentences:
+        ranked = sorted(sentence.finished, key=lambda h: h.score, reverse=True)
+        results.append(ranked[: options.n_best])
+    return results

@@ -1,0 +1,58 @@
+"""models/<src>-<tgt>/model.json: the one contract between training (writes it) and the service (reads it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+CARD_NAME = "model.json"
+FORMAT_VERSION = 1
+
+ENCODER_INPUTS = ["src_tokens", "src_lengths"]
+ENCODER_OUTPUTS = ["memory", "memory_keys", "memory_mask", "init_state"]
+DECODER_INPUTS = ["prev_tokens", "state", "memory", "memory_keys", "memory_mask"]
+DECODER_OUTPUTS = ["log_probs", "new_state", "attention"]
+
+
+class ModelCardError(RuntimeError):
+    """A model directory is incomplete, corrupted or of an unknown format."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_card(model_dir: Path) -> dict:
+    path = model_dir / CARD_NAME
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ModelCardError(f"{path} is missing") from error
+    except json.JSONDecodeError as error:
+        raise ModelCardError(f"{path} is not valid JSON: {error}") from error
+    if card.get("format_version") != FORMAT_VERSION:
+        raise ModelCardError(f"{path}: unsupported format_version {card.get('format_version')!r}")
+    return card
+
+
+def verify_files(model_dir: Path, card: dict) -> None:
+    """Check that every file the card lists exists and matches its SHA-256; raise naming the first bad file."""
+    for name, expected in card["sha256"].items():
+        path = model_dir / name
+        if not path.is_file():
+            raise ModelCardError(f"{path} is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ModelCardError(f"{path} is corrupted: SHA-256 {actual}, model.json says {expected}")
+
+
+def write_card(model_dir: Path, card: dict) -> None:
+    """Write model.json with fresh checksums of every file the card's ``files`` names."""
+    card = dict(card, format_version=FORMAT_VERSION)
+    card["sha256"] = {name: sha256_file(model_dir / name) for name in sorted(set(card["files"].values()))}
+    (model_dir / CARD_NAME).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

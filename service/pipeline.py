@@ -1,0 +1,62 @@
+"""Sentences in, translations out: SentencePiece tokenization around the shared search.
+
+Used by the service's batcher and by the training pipeline's evaluation alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sentencepiece as spm
+
+from service.decoding import Hypothesis, SearchOptions, StepModel, search
+
+
+@dataclass
+class Translation:
+    text: str
+    score: float  # length-normalized log-probability
+    source_tokens: list[str]
+    target_tokens: list[str]
+    attention: np.ndarray | None  # [len(target_tokens), len(source_tokens)]
+
+
+class SentenceTranslator:
+    """Tokenizes, decodes in length-sorted chunks, and detokenizes."""
+
+    def __init__(self, model: StepModel, tokenizer: spm.SentencePieceProcessor, max_source_tokens: int = 250) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_source_tokens = max_source_tokens
+
+    def encode(self, sentence: str) -> list[int]:
+        """Source ids with </s> appended, truncated to the model's maximum source length."""
+        ids = self.tokenizer.encode(sentence)[: self.max_source_tokens - 1]
+        return ids + [self.model.eos_id]
+
+    def translate_ids(self, sources: list[list[int]], options: SearchOptions) -> list[list[Translation]]:
+        """One decoder batch of pre-tokenized sources -> n-best translations per source."""
+        results = search(self.model, sources, options)
+        return [[self._translation(src, hyp) for hyp in nbest] for src, nbest in zip(sources, results)]
+
+    def translate(self, sentences: list[str], options: SearchOptions, batch_size: int = 64) -> list[list[Translation]]:
+        """Any number of sentences; sorted by length into batches to cut padding, results in input order."""
+        encoded = [self.encode(s) for s in sentences]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        results: list[list[Translation]] = [[] for _ in sentences]
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            for index, translations in zip(chunk, self.translate_ids([encoded[i] for i in chunk], options)):
+                results[index] = translations
+        return results
+
+    def _translation(self, source: list[int], hypothesis: Hypothesis) -> Translation:
+        return Translation(
+            text=self.tokenizer.decode(hypothesis.tokens),
+            score=hypothesis.score,
+            source_tokens=[self.tokenizer.id_to_piece(i) for i in source],
+            target_tokens=[self.tokenizer.id_to_piece(i) for i in hypothesis.tokens]
+            + (["</s>"] if hypothesis.complete else []),
+            attention=hypothesis.attention,
+        )

@@ -1,0 +1,53 @@
+"""Shared fixtures: the Multi30k mirror and a tiny model trained and exported once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "models"
+
+
+def multi30k_mirror() -> Path | None:
+    """$MT_MULTI30K_MIRROR, else the shared copy beside the checkout (this project's machines and CI)."""
+    candidates = [os.environ.get("MT_MULTI30K_MIRROR"), REPO.parent / "shared" / "data" / "multi30k"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "train.de.gz").exists():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    from training.data import fetch_multi30k
+
+    mirror = multi30k_mirror()
+    if mirror is None:
+        pytest.skip("no Multi30k mirror: set MT_MULTI30K_MIRROR")
+    return fetch_multi30k(tmp_path_factory.mktemp("multi30k"), mirror)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(corpus_dir, tmp_path_factory) -> Path:
+    """Train the tiny config for a few epochs (seconds) and return its run directory."""
+    from training.config import load_config
+    from training.train import train
+
+    run_dir = tmp_path_factory.mktemp("tiny-run")
+    train(load_config(REPO / "training" / "configs" / "tiny.yaml"), run_dir, corpus_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_run, corpus_dir, tmp_path_factory) -> Path:
+    """The tiny run exported (with parity check and int8 decoder) to a model directory named de-en."""
+    from training.data import load_pairs
+    from training.export import export_run
+
+    out = tmp_path_factory.mktemp("tiny-models") / "de-en"
+    sources = [s for s, _ in load_pairs(corpus_dir, "val", "de", "en", clean=False)[:200]]
+    export_run(tiny_run, out, "de", "en", sources, quantize=True)
+    return out
