@@ -93,7 +93,9 @@ def fetch_multi30k(cache_dir: Path, mirror: Path | None = None) -> Path:
                         f"cannot download {url} ({error}); set {MIRROR_ENV} to a local copy of Multi30k"
                     ) from error
                 text = _verified_text(name, payload, url)
-            target.write_text(text, encoding="utf-8")
+            partial = target.with_suffix(f".{os.getpid()}.part")  # atomic: several ranks may fetch at once
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(target)
             log.info("verified %s", target)
     return cache_dir
 

@@ -292,7 +292,7 @@ class Seq2Seq(nn.Module):
         else:
             memory = outputs
             positions = torch.arange(outputs.size(1), device=src.device).unsqueeze(0)
-            mask = positions < lengths.unsqueeze(1)
+            mask = positions < lengths.to(src.device).unsqueeze(1)
         keys = self.decoder.attention.project_keys(memory)
         return memory, keys, mask, self.decoder.initial_state(summary, cell_summary)
 

@@ -12,17 +12,20 @@ from training.model import Seq2Seq
 class TorchStepModel:
     def __init__(self, model: Seq2Seq) -> None:
         self.model = model.eval()
+        self.device = next(model.parameters()).device
         self.bos_id = model.config.bos_id
         self.eos_id = model.config.eos_id
 
     @torch.inference_mode()
     def encode(self, src: np.ndarray, lengths: np.ndarray) -> Encoded:
-        memory, keys, mask, state = self.model.encode(torch.from_numpy(src), torch.from_numpy(lengths))
-        return Encoded(memory.numpy(), keys.numpy(), mask.numpy(), state.numpy())
+        memory, keys, mask, state = self.model.encode(self._tensor(src), torch.from_numpy(lengths))
+        return Encoded(*(t.cpu().numpy() for t in (memory, keys, mask, state)))
 
     @torch.inference_mode()
     def step(self, prev_tokens: np.ndarray, state: np.ndarray, encoded: Encoded):
-        log_probs, new_state, weights = self.model.decode_step(
-            torch.from_numpy(prev_tokens), torch.from_numpy(state), torch.from_numpy(encoded.memory),
-            torch.from_numpy(encoded.keys), torch.from_numpy(encoded.mask))
-        return log_probs.numpy(), new_state.numpy(), weights.numpy()
+        outputs = self.model.decode_step(*(self._tensor(a) for a in (
+            prev_tokens, state, encoded.memory, encoded.keys, encoded.mask)))
+        return tuple(t.cpu().numpy() for t in outputs)
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device)

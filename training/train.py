@@ -1,6 +1,7 @@
 """Train an attention Seq2Seq on Multi30k.
 
     python -m training.train --config training/configs/de-en.yaml [--run-dir runs/de-en] [--mirror DIR]
+    torchrun --nproc_per_node 2 -m training.train --config ...   # DistributedDataParallel (gloo/nccl)
 
 The run directory holds the SentencePiece model, ``last.pt`` (resumable), ``best.pt`` (best validation
 BLEU), ``metrics.jsonl`` (one line per epoch) and ``train.log``. Re-running the same command resumes.
@@ -12,6 +13,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -21,12 +23,15 @@ import sacrebleu
 import sentencepiece as spm
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from service.decoding import SearchOptions
 from service.pipeline import SentenceTranslator
 from training.batching import collate, token_batches
 from training.config import RunConfig, load_config
+from training.distributed import (DistContext, all_sum, barrier, broadcast, init_distributed, ranks_in_sync, shard,
+                                  shutdown)
 from training.data import CleaningRules, clean_pairs, fetch_multi30k, load_pairs, read_split
 from training.model import Seq2Seq, count_parameters
 from training.torch_step_model import TorchStepModel
@@ -72,115 +77,163 @@ def translate_bleu(model: Seq2Seq, tokenizer: spm.SentencePieceProcessor, pairs:
     return sacrebleu.corpus_bleu(hyps, [[t for _, t in pairs]]).score, hyps
 
 
-def batch_loss(model: Seq2Seq, batch, label_smoothing: float) -> tuple[torch.Tensor, int, float]:
-    """-> mean smoothed loss per target token, target token count, summed NLL (unsmoothed, for perplexity)."""
+def batch_loss(net: torch.nn.Module, batch, pad_id: int, label_smoothing: float) -> tuple[torch.Tensor, int, float]:
+    """net: the Seq2Seq (or its DDP wrapper). -> mean smoothed loss per target token, target token count,
+    summed NLL (unsmoothed, for perplexity)."""
     src, lengths, tgt_in, tgt_out = batch
-    logits = model(src, lengths, tgt_in)  # [B, T, V]
+    logits = net(src, lengths, tgt_in)  # [B, T, V]
     flat_logits, flat_gold = logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1)
-    pad = model.config.pad_id
-    loss = F.cross_entropy(flat_logits, flat_gold, ignore_index=pad, label_smoothing=label_smoothing)
-    n_tokens = int((flat_gold != pad).sum())
+    loss = F.cross_entropy(flat_logits, flat_gold, ignore_index=pad_id, label_smoothing=label_smoothing)
+    n_tokens = int((flat_gold != pad_id).sum())
     with torch.no_grad():
-        nll = F.cross_entropy(flat_logits, flat_gold, ignore_index=pad, reduction="sum").item()
+        nll = F.cross_entropy(flat_logits, flat_gold, ignore_index=pad_id, reduction="sum").item()
     return loss, n_tokens, nll
 
 
+def to_device(batch: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    src, lengths, tgt_in, tgt_out = batch
+    return src.to(device), lengths, tgt_in.to(device), tgt_out.to(device)  # lengths stay on CPU for packing
+
+
 @torch.no_grad()
-def validation_loss(model: Seq2Seq, corpus: Corpus, max_tokens: int) -> float:
+def validation_loss(model: Seq2Seq, corpus: Corpus, max_tokens: int, device: torch.device) -> float:
     model.eval()
     total_nll, total_tokens = 0.0, 0
+    c = model.config
     for indices in token_batches(corpus.val, max_tokens, random.Random(0), shuffle=False):
-        _, n_tokens, nll = batch_loss(model, collate(corpus.val, indices, model.config.bos_id, model.config.eos_id), 0.0)
+        batch = to_device(collate(corpus.val, indices, c.bos_id, c.eos_id, c.pad_id), device)
+        _, n_tokens, nll = batch_loss(model, batch, c.pad_id, 0.0)
         total_nll += nll
         total_tokens += n_tokens
     return total_nll / total_tokens
 
 
+def train_epoch(net: torch.nn.Module, model: Seq2Seq, optimizer: torch.optim.Optimizer, batches: list[list[int]],
+                corpus: Corpus, config: RunConfig, ctx: DistContext, epoch: int) -> dict:
+    """One pass over this rank's batches. -> summed statistics of this rank."""
+    tc, c = config.train, model.config
+    net.train()
+    started = time.perf_counter()
+    sums = {"loss": 0.0, "nll": 0.0, "tokens": 0, "grad_norm": 0.0, "max_grad_norm": 0.0, "steps": 0}
+    progress = tqdm(batches, desc=f"epoch {epoch}", mininterval=10, unit="batch", disable=not ctx.is_main)
+    for indices in progress:
+        batch = to_device(collate(corpus.train, indices, c.bos_id, c.eos_id, c.pad_id), ctx.device)
+        loss, n_tokens, nll = batch_loss(net, batch, c.pad_id, tc.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # under DDP, gradients are averaged across ranks here
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm))
+        optimizer.step()
+        sums["steps"] += 1
+        sums["loss"] += loss.item() * n_tokens
+        sums["nll"] += nll
+        sums["tokens"] += n_tokens
+        sums["grad_norm"] += grad_norm
+        sums["max_grad_norm"] = max(sums["max_grad_norm"], grad_norm)
+        if sums["steps"] % tc.log_every == 0:
+            elapsed = time.perf_counter() - started
+            progress.set_postfix(loss=f"{sums['loss'] / sums['tokens']:.3f}", grad=f"{grad_norm:.2f}",
+                                 tok_s=f"{sums['tokens'] * ctx.world_size / elapsed:.0f}")
+    sums["seconds"] = time.perf_counter() - started
+    return sums
+
+
 def train(config: RunConfig, run_dir: Path, data_dir: Path) -> dict:
+    """Train (or resume) a run. Under torchrun each rank trains on its shard of every epoch's batches;
+    rank 0 alone evaluates, logs and writes checkpoints."""
     tc = config.train
+    ctx = init_distributed()
     torch.set_num_threads(tc.threads)
     set_seed(tc.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    corpus = Corpus(config, data_dir, run_dir)
+    if ctx.is_main:
+        corpus = Corpus(config, data_dir, run_dir)  # trains the SentencePiece model once
+    barrier(ctx)
+    if not ctx.is_main:
+        corpus = Corpus(config, data_dir, run_dir)
     model_config = config.model_config(corpus.tokenizer.get_piece_size())
-    model = Seq2Seq(model_config)
-    log.info("model: %s, %d parameters", model_config.to_dict(), count_parameters(model))
+    model = Seq2Seq(model_config).to(ctx.device)
+    net = DistributedDataParallel(model) if ctx.enabled else model
+    if ctx.is_main:
+        log.info("model: %s, %d parameters, %d process(es) on %s", model_config.to_dict(), count_parameters(model),
+                 ctx.world_size, ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=tc.lr_factor, patience=tc.lr_patience, min_lr=tc.min_lr)
-    rng = random.Random(tc.seed)
+    rng = random.Random(tc.seed)  # same seed on every rank: identical batch lists, sharded afterwards
     state = {"epoch": 0, "best_bleu": -1.0, "best_epoch": 0, "bad_epochs": 0, "step": 0}
 
     last = run_dir / "last.pt"
     if last.exists():
-        checkpoint = torch.load(last, weights_only=False)
+        checkpoint = torch.load(last, weights_only=False, map_location=ctx.device)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         state = checkpoint["state"]
         rng.setstate(checkpoint["rng"])
         torch.set_rng_state(checkpoint["torch_rng"])
-        log.info("resumed from %s at epoch %d", last, state["epoch"])
+        if ctx.is_main:
+            log.info("resumed from %s at epoch %d", last, state["epoch"])
 
     metrics_path = run_dir / "metrics.jsonl"
     while state["epoch"] < tc.epochs and state["bad_epochs"] < tc.patience:
         epoch = state["epoch"] + 1
-        model.train()
-        batches = token_batches(corpus.train, tc.max_tokens, rng)
-        started = time.perf_counter()
-        sums = {"loss": 0.0, "nll": 0.0, "tokens": 0, "grad_norm": 0.0, "max_grad_norm": 0.0}
-        progress = tqdm(batches, desc=f"epoch {epoch}", mininterval=10, unit="batch")
-        for i, indices in enumerate(progress, 1):
-            batch = collate(corpus.train, indices, model_config.bos_id, model_config.eos_id)
-            loss, n_tokens, nll = batch_loss(model, batch, tc.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm))
-            optimizer.step()
-            state["step"] += 1
-            sums["loss"] += loss.item() * n_tokens
-            sums["nll"] += nll
-            sums["tokens"] += n_tokens
-            sums["grad_norm"] += grad_norm
-            sums["max_grad_norm"] = max(sums["max_grad_norm"], grad_norm)
-            if i % tc.log_every == 0:
-                elapsed = time.perf_counter() - started
-                progress.set_postfix(loss=f"{sums['loss'] / sums['tokens']:.3f}", grad=f"{grad_norm:.2f}",
-                                     tok_s=f"{sums['tokens'] / elapsed:.0f}")
-        train_seconds = time.perf_counter() - started
-        val_nll = validation_loss(model, corpus, tc.max_tokens)
-        val_bleu, _ = translate_bleu(model, corpus.tokenizer, corpus.val_pairs, tc.validate_beam)
-        scheduler.step(val_bleu)
+        batches = shard(token_batches(corpus.train, tc.max_tokens, rng), ctx)
+        sums = train_epoch(net, model, optimizer, batches, corpus, config, ctx, epoch)
+        state["step"] += sums["steps"]
+        in_sync = ranks_in_sync(model, ctx)
+        tokens, loss_sum, nll_sum = (all_sum(sums[k], ctx) for k in ("tokens", "loss", "nll"))
+        eval_started = time.perf_counter()
+        val_nll = val_bleu = None
+        if ctx.is_main:
+            val_nll = validation_loss(model, corpus, tc.max_tokens, ctx.device)
+            val_bleu, _ = translate_bleu(model, corpus.tokenizer, corpus.val_pairs, tc.validate_beam)
+        val_bleu = broadcast(val_bleu, ctx)
+        scheduler.step(val_bleu)  # on every rank, so learning rates stay identical
         improved = val_bleu > state["best_bleu"]
-        state.update(epoch=epoch)
+        state["epoch"] = epoch
         if improved:
             state.update(best_bleu=val_bleu, best_epoch=epoch, bad_epochs=0)
         else:
             state["bad_epochs"] += 1
-        record = {
-            "epoch": epoch, "step": state["step"], "train_loss": sums["loss"] / sums["tokens"],
-            "train_ppl": math.exp(sums["nll"] / sums["tokens"]), "val_loss": val_nll, "val_ppl": math.exp(val_nll),
-            "val_bleu": val_bleu, "lr": optimizer.param_groups[0]["lr"],
-            "grad_norm_mean": sums["grad_norm"] / len(batches), "grad_norm_max": sums["max_grad_norm"],
-            "target_tokens_per_s": sums["tokens"] / train_seconds, "epoch_seconds": train_seconds,
-            "eval_seconds": time.perf_counter() - started - train_seconds,
-        }
-        log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                                                      for k, v in record.items()}))
-        with metrics_path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        checkpoint = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "state": state, "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
-            "model_config": model_config.to_dict(), "run_config": config, "dropped_pairs": corpus.dropped,
-        }
-        if improved:
-            torch.save({"model": model.state_dict(), "model_config": model_config.to_dict(), "epoch": epoch,
-                        "val_bleu": val_bleu}, run_dir / "best.pt")
-        torch.save(checkpoint, run_dir / "last.tmp")
-        (run_dir / "last.tmp").replace(last)
-    log.info("finished: best validation BLEU %.2f at epoch %d", state["best_bleu"], state["best_epoch"])
+        if ctx.is_main:
+            record = {
+                "epoch": epoch, "step": state["step"], "train_loss": loss_sum / tokens,
+                "train_ppl": math.exp(nll_sum / tokens), "val_loss": val_nll, "val_ppl": math.exp(val_nll),
+                "val_bleu": val_bleu, "lr": optimizer.param_groups[0]["lr"],
+                "grad_norm_mean": sums["grad_norm"] / max(sums["steps"], 1), "grad_norm_max": sums["max_grad_norm"],
+                "target_tokens_per_s": tokens / sums["seconds"], "epoch_seconds": sums["seconds"],
+                "eval_seconds": time.perf_counter() - eval_started, "world_size": ctx.world_size,
+                "ranks_in_sync": in_sync,
+            }
+            log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                                          for k, v in record.items()}))
+            with metrics_path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            save_checkpoints(run_dir, model, optimizer, scheduler, state, rng, config, corpus, improved, val_bleu)
+        if not in_sync:
+            raise RuntimeError("parameters differ between ranks: distributed training is broken")
+        barrier(ctx)
+    if ctx.is_main:
+        log.info("finished: best validation BLEU %.2f at epoch %d", state["best_bleu"], state["best_epoch"])
+    shutdown(ctx)
     return state
+
+
+def save_checkpoints(run_dir: Path, model: Seq2Seq, optimizer, scheduler, state: dict, rng: random.Random,
+                     config: RunConfig, corpus: Corpus, improved: bool, val_bleu: float) -> None:
+    """last.pt (everything needed to resume, written atomically) and, on a new best, best.pt (weights only)."""
+    model_config = model.config.to_dict()
+    weights = {k: v.cpu() for k, v in model.state_dict().items()}
+    if improved:
+        torch.save({"model": weights, "model_config": model_config, "epoch": state["epoch"], "val_bleu": val_bleu},
+                   run_dir / "best.pt")
+    checkpoint = {
+        "model": weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "state": state, "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+        "model_config": model_config, "run_config": config, "dropped_pairs": corpus.dropped,
+    }
+    torch.save(checkpoint, run_dir / "last.tmp")
+    (run_dir / "last.tmp").replace(run_dir / "last.pt")
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -201,8 +254,10 @@ def main() -> None:
     config = load_config(args.config, parse_overrides(args.set))
     run_dir = args.run_dir or Path("runs") / config.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")])
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if os.environ.get("RANK", "0") == "0":
+        handlers.append(logging.FileHandler(run_dir / "train.log"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers)
     fetch_multi30k(args.data_dir, args.mirror)
     train(config, run_dir, args.data_dir)
 

@@ -1,0 +1,101 @@
+"""End to end on real data: train a tiny model, export it, check parity, decode with the service's code."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from service.decoding import SearchOptions
+from service.model_card import read_card, verify_files
+from service.onnx_model import OnnxSeq2Seq
+from service.pipeline import SentenceTranslator
+from training.export import export_graphs, greedy_agreement, logprob_parity
+from training.model import ModelConfig, Seq2Seq
+
+
+def test_training_logs_metrics_and_checkpoints(tiny_run):
+    records = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    for key in ("val_loss", "val_bleu", "grad_norm_mean", "grad_norm_max", "target_tokens_per_s", "lr"):
+        assert all(np.isfinite(r[key]) for r in records), key
+    assert (tiny_run / "best.pt").exists() and (tiny_run / "last.pt").exists()
+
+
+def test_training_resumes_from_its_last_checkpoint(tiny_run, corpus_dir, tmp_path):
+    import shutil
+
+    from training.config import load_config
+    from training.train import train
+    from tests.conftest import REPO
+
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(tiny_run, run_dir)
+    config = load_config(REPO / "training/configs/tiny.yaml", {"train.epochs": 4})
+    state = train(config, run_dir, corpus_dir)
+    assert state["epoch"] == 4
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+def test_exported_model_card_and_files(tiny_model_dir):
+    card = read_card(tiny_model_dir)
+    verify_files(tiny_model_dir, card)
+    assert card["id"] == "de-en" and card["source_language"] == "de" and card["target_language"] == "en"
+    assert card["parity"]["max_abs_logprob_diff"] <= 1e-4
+    assert card["parity"]["greedy_identical"] == card["parity"]["sentences"] == 200
+    assert set(card["files"]) == {"encoder", "decoder", "decoder_int8", "tokenizer"}
+    assert card["architecture"]["parameters"] > 0 and "licence" in card["training"]
+
+
+def test_onnx_decoding_through_the_service_pipeline(tiny_model_dir):
+    model = OnnxSeq2Seq(tiny_model_dir)
+    translator = SentenceTranslator(model, model.tokenizer)
+    sentences = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee auf einer großen Wiese."]
+    results = translator.translate(sentences, SearchOptions(beam_size=3, n_best=2, return_attention=True))
+    for nbest in results:
+        assert len(nbest) == 2 and nbest[0].score >= nbest[1].score
+        best = nbest[0]
+        assert best.attention.shape == (len(best.target_tokens), len(best.source_tokens))
+        np.testing.assert_allclose(best.attention.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_int8_decoder_runs(tiny_model_dir):
+    model = OnnxSeq2Seq(tiny_model_dir, quantized=True)
+    result = SentenceTranslator(model, model.tokenizer).translate(["Ein Hund."], SearchOptions())
+    assert isinstance(result[0][0].text, str)
+
+
+@pytest.mark.parametrize("cell,attention,input_feeding", [
+    ("lstm", "bahdanau", False), ("rnn", "none", False), ("gru", "luong_dot", True), ("lstm", "luong_general", False),
+])
+def test_every_architecture_exports_with_parity(tmp_path, cell, attention, input_feeding):
+    from service.model_card import write_card
+
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=50, cell=cell, attention=attention, embedding_dim=16, encoder_hidden=8,
+                         decoder_hidden=16, attention_dim=8, input_feeding=input_feeding, decoder_layers=2,
+                         encoder_layers=2)
+    model = Seq2Seq(config).eval()
+    export_graphs(model, tmp_path)
+    # A minimal card so OnnxSeq2Seq can load the graphs (the tokenizer is not used here).
+    (tmp_path / "sentencepiece.model").write_bytes(b"")
+    write_card(tmp_path, {"id": "x-y", "files": {"encoder": "encoder.onnx", "decoder": "decoder.onnx",
+                                                "tokenizer": "sentencepiece.model"},
+                          "vocabulary": {"bos_id": 2, "eos_id": 3, "pad_id": 0}})
+    onnx_model = OnnxSeq2Seq.__new__(OnnxSeq2Seq)
+    _load_graphs_only(onnx_model, tmp_path)
+    rng = np.random.default_rng(0)
+    sources = [list(rng.integers(4, 50, size=n)) + [3] for n in (1, 3, 6, 9, 12, 2, 7)]
+    assert logprob_parity(model, onnx_model, sources, batch_size=4) <= 1e-4
+    assert greedy_agreement(model, onnx_model, sources, batch_size=4) == len(sources)
+
+
+def _load_graphs_only(onnx_model: OnnxSeq2Seq, model_dir):
+    import onnxruntime as ort
+
+    onnx_model.encoder = ort.InferenceSession(str(model_dir / "encoder.onnx"))
+    onnx_model.decoder = ort.InferenceSession(str(model_dir / "decoder.onnx"))
+    onnx_model.bos_id, onnx_model.eos_id, onnx_model.pad_id = 2, 3, 0
+    onnx_model._decoder_inputs = {i.name for i in onnx_model.decoder.get_inputs()}
+    onnx_model._decoder_outputs = [o.name for o in onnx_model.decoder.get_outputs()]
