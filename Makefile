@@ -9,13 +9,14 @@ PORT ?= 8000
 CONFIG ?= training/configs/de-en.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-serve serve test test-slow train export evaluate lock clean
+.PHONY: help setup setup-serve serve test test-slow train export evaluate ablation lock clean
 
 help:
 	@echo "make serve              set up .venv (serving runtime) and start the API on $(HOST):$(PORT)"
 	@echo "make test               set up .venv (dev) and run the test suite"
 	@echo "make train CONFIG=...   train a model from scratch (resumes if interrupted)"
 	@echo "make export RUN=runs/de-en OUT=models/de-en   export, check parity, evaluate"
+	@echo "make ablation           cell/attention ablation study (~90 min on 2 cores) -> docs/ablation.md"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,9 @@ OUT ?= models/de-en
 export: setup
 	$(BIN)/python -m training.export --run-dir $(RUN) --out $(OUT) --quantize
 	$(BIN)/python -m training.evaluate --model-dir $(OUT)
+
+ablation: setup
+	$(BIN)/python -m training.ablation --config training/configs/ablation.yaml --out runs/ablation --docs docs
 
 evaluate: setup
 	$(BIN)/python -m training.evaluate --model-dir $(MODELS_DIR)/*/

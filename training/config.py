@@ -17,6 +17,7 @@ class DataConfig:
     max_words: int = 80
     max_length_ratio: float = 3.0
     max_train_pairs: int | None = None  # subsample for quick experiments and tests
+    max_val_pairs: int | None = None  # validate on the first N pairs only (quick experiments and tests)
 
 
 @dataclass

@@ -57,7 +57,7 @@ class Corpus:
         log.info("train %s-%s: kept %d pairs, dropped %s", src, tgt, len(self.train_pairs), dict(dropped) or "none")
         if config.data.max_train_pairs:
             self.train_pairs = self.train_pairs[: config.data.max_train_pairs]
-        self.val_pairs = load_pairs(data_dir, "val", src, tgt, clean=False)
+        self.val_pairs = load_pairs(data_dir, "val", src, tgt, clean=False)[: config.data.max_val_pairs]
         self.dropped = dict(dropped)
         sp_path = run_dir / "sentencepiece.model"
         if sp_path.exists():
@@ -114,7 +114,7 @@ def train_epoch(net: torch.nn.Module, model: Seq2Seq, optimizer: torch.optim.Opt
     tc, c = config.train, model.config
     net.train()
     started = time.perf_counter()
-    sums = {"loss": 0.0, "nll": 0.0, "tokens": 0, "grad_norm": 0.0, "max_grad_norm": 0.0, "steps": 0}
+    sums = {"loss": 0.0, "nll": 0.0, "tokens": 0, "steps": 0, "grad_norms": []}
     progress = tqdm(batches, desc=f"epoch {epoch}", mininterval=10, unit="batch", disable=not ctx.is_main)
     for indices in progress:
         batch = to_device(collate(corpus.train, indices, c.bos_id, c.eos_id, c.pad_id), ctx.device)
@@ -127,14 +127,21 @@ def train_epoch(net: torch.nn.Module, model: Seq2Seq, optimizer: torch.optim.Opt
         sums["loss"] += loss.item() * n_tokens
         sums["nll"] += nll
         sums["tokens"] += n_tokens
-        sums["grad_norm"] += grad_norm
-        sums["max_grad_norm"] = max(sums["max_grad_norm"], grad_norm)
+        sums["grad_norms"].append(grad_norm)
         if sums["steps"] % tc.log_every == 0:
             elapsed = time.perf_counter() - started
             progress.set_postfix(loss=f"{sums['loss'] / sums['tokens']:.3f}", grad=f"{grad_norm:.2f}",
                                  tok_s=f"{sums['tokens'] * ctx.world_size / elapsed:.0f}")
     sums["seconds"] = time.perf_counter() - started
     return sums
+
+
+def grad_norm_statistics(norms: list[float], clip_norm: float) -> dict:
+    """Summary of the per-step gradient norms (before clipping) of one epoch."""
+    values = np.asarray(norms) if norms else np.zeros(1)
+    return {"grad_norm_mean": float(values.mean()), "grad_norm_p50": float(np.percentile(values, 50)),
+            "grad_norm_p99": float(np.percentile(values, 99)), "grad_norm_max": float(values.max()),
+            "grad_norm_min": float(values.min()), "clipped_fraction": float((values > clip_norm).mean())}
 
 
 def train(config: RunConfig, run_dir: Path, data_dir: Path) -> dict:
@@ -200,7 +207,7 @@ def train(config: RunConfig, run_dir: Path, data_dir: Path) -> dict:
                 "epoch": epoch, "step": state["step"], "train_loss": loss_sum / tokens,
                 "train_ppl": math.exp(nll_sum / tokens), "val_loss": val_nll, "val_ppl": math.exp(val_nll),
                 "val_bleu": val_bleu, "lr": optimizer.param_groups[0]["lr"],
-                "grad_norm_mean": sums["grad_norm"] / max(sums["steps"], 1), "grad_norm_max": sums["max_grad_norm"],
+                **grad_norm_statistics(sums["grad_norms"], tc.clip_norm),
                 "target_tokens_per_s": tokens / sums["seconds"], "epoch_seconds": sums["seconds"],
                 "eval_seconds": time.perf_counter() - eval_started, "world_size": ctx.world_size,
                 "ranks_in_sync": in_sync,
