@@ -51,3 +51,22 @@ def tiny_model_dir(tiny_run, corpus_dir, tmp_path_factory) -> Path:
     sources = [s for s, _ in load_pairs(corpus_dir, "val", "de", "en", clean=False)[:200]]
     export_run(tiny_run, out, "de", "en", sources, quantize=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def served_models_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A models folder for the service: de-en (the tiny model) and en-de (a relabelled copy of it).
+
+    model.json's checksums cover the other files only, so editing the card keeps the copy valid.
+    """
+    import json
+    import shutil
+
+    root = tmp_path_factory.mktemp("served") / "models"
+    shutil.copytree(tiny_model_dir, root / "de-en")
+    shutil.copytree(tiny_model_dir, root / "en-de")
+    card_path = root / "en-de" / "model.json"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card.update(id="en-de", source_language="en", target_language="de")
+    card_path.write_text(json.dumps(card, indent=2), encoding="utf-8")
+    return root

@@ -1,0 +1,119 @@
+"""The FastAPI application: routes, middleware, error mapping, and the engine's life cycle.
+
+Start-up verifies every model directory (cards and checksums) before the server accepts connections, so a
+broken deployment fails at once with the broken file named. Loading the sessions and warming up then run
+in the background: /health/live answers at once, /health/ready turns 200 when every model is warm.
+Shutdown (SIGTERM through uvicorn) lets in-flight requests finish, then drains the batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.api import routes_libre, routes_native, routes_ops, routes_web
+from service.api.deps import ClientDisconnected
+from service.api.middleware import RequestContextMiddleware
+from service.config import Settings
+from service.engine import TranslationEngine
+from service.errors import EngineError, Forbidden, InvalidJob, JobTimeout, NotReady, Overloaded, ShuttingDown
+from service.registry import ModelLoadError, VerifiedModel
+
+log = logging.getLogger(__name__)
+
+STATUS = {InvalidJob: 400, Forbidden: 403, NotReady: 503, ShuttingDown: 503, Overloaded: 429, JobTimeout: 504}
+CLIENT_CLOSED_REQUEST = 499  # nginx's code for "the client went away"; only ever seen in logs and metrics
+
+
+def create_app(settings: Settings | None = None, engine: TranslationEngine | None = None,
+               verified: tuple[list[VerifiedModel], dict[str, str]] | None = None) -> FastAPI:
+    """The app. Without ``engine`` it makes and loads one from ``settings`` at start-up (and stops it at
+    shutdown); ``verified`` skips the checksum pass when the caller (the CLI) already did it."""
+    settings = settings or Settings()
+    owns_engine = engine is None
+    engine = engine or TranslationEngine(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loader = None
+        if engine.status == "starting":
+            try:
+                checked = verified or engine.verify()
+            except ModelLoadError as error:
+                log.critical("cannot start: %s", error)
+                raise
+            loader = asyncio.get_running_loop().run_in_executor(None, _load, engine, checked)
+        yield
+        if loader is not None:
+            with contextlib.suppress(Exception):
+                await loader
+        if owns_engine:
+            log.info("shutting down: draining the batch queue")
+            await asyncio.get_running_loop().run_in_executor(None, engine.stop)
+
+    app = FastAPI(title="Seq2Seq MT", version="0.1.0", lifespan=lifespan,
+                  description="Self-hosted neural machine translation: a LibreTranslate-compatible API "
+                              "(/translate, /languages, /detect) and a native API (/v1) with n-best lists, "
+                              "scores and attention. See docs/service.md.")
+    app.state.engine = engine
+    app.state.settings = settings
+    app.include_router(routes_libre.router)
+    app.include_router(routes_native.router)
+    app.include_router(routes_ops.router)
+    app.include_router(routes_web.router)
+    _add_error_handlers(app, engine)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["*"],
+                           expose_headers=["X-Request-ID", "X-Queue-Time-Ms", "X-Inference-Time-Ms", "Retry-After"])
+    app.add_middleware(RequestContextMiddleware, metrics=engine.metrics, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def _load(engine: TranslationEngine, checked: tuple[list[VerifiedModel], dict[str, str]]) -> None:
+    try:
+        engine.load(*checked)
+    except Exception:
+        log.exception("model loading failed; /health/ready stays 503")
+        raise
+    log.info("ready", extra={"models": sorted(engine.registry.models) if engine.registry else []})
+
+
+def _add_error_handlers(app: FastAPI, engine: TranslationEngine) -> None:
+    """Every error is ``{"error": "..."}`` (LibreTranslate's shape), also on the native API."""
+    metrics = engine.metrics
+
+    def error(request: Request, status: int, message: str, reason: str, headers: dict | None = None) -> Response:
+        request.state.log["error"] = reason
+        metrics.rejections.labels(reason).inc()
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(EngineError)
+    async def engine_error(request: Request, exc: EngineError) -> Response:
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+        return error(request, STATUS.get(type(exc), 500), str(exc), exc.reason, headers)
+
+    @app.exception_handler(ClientDisconnected)
+    async def client_disconnected(request: Request, exc: ClientDisconnected) -> Response:
+        request.state.log["error"] = "client_disconnected"
+        metrics.rejections.labels("client_disconnected").inc()
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid"}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+        return error(request, 400, f"Invalid request: {where}: {first.get('msg')}", "invalid")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        request.state.log["error"] = "http"
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)

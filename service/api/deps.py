@@ -1,0 +1,74 @@
+"""Shared pieces of the routes: the engine dependency, the API-key seam, running a job until the client leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from fastapi import Request, Response
+
+from service.config import Settings
+from service.engine import JobResult, TranslationEngine, TranslationJob
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before its response was ready."""
+
+
+def get_engine(request: Request) -> TranslationEngine:
+    return request.app.state.engine
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def check_api_key(settings: Settings, api_key: str | None) -> None:
+    """API keys are not enforced yet; the keys issue raises ``service.errors.Forbidden`` (403) here."""
+    del settings, api_key
+
+
+async def run_job(request: Request, response: Response, engine: TranslationEngine, job: TranslationJob) -> JobResult:
+    """Run a translation job, cancelling its queued work if the client disconnects; adds timing headers and
+    log fields (text only when MT_LOG_TEXT is on)."""
+    fields: dict[str, Any] = request.state.log
+    fields.update(source=job.source, target=job.target, texts=len(job.texts), chars=sum(map(len, job.texts)),
+                  beam_size=job.beam_size, n_best=job.n_best)
+    if engine.settings.log_text:
+        fields["text"] = job.texts
+    result = await cancel_on_disconnect(request, engine.translate(job))
+    fields.update(models=result.models, sentences=result.sentences, queue_ms=round(result.queue_ms, 2),
+                  inference_ms=round(result.inference_ms, 2))
+    if engine.settings.log_text:
+        fields["translation"] = [t.text for t in result.translations]
+    response.headers["X-Queue-Time-Ms"] = f"{result.queue_ms:.2f}"
+    response.headers["X-Inference-Time-Ms"] = f"{result.inference_ms:.2f}"
+    return result
+
+
+async def cancel_on_disconnect(request: Request, work: Any) -> Any:
+    """Await ``work`` unless the client disconnects first; then cancel it and raise ``ClientDisconnected``.
+
+    The body has been read by now, so the next ASGI message can only be the disconnect.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        watcher.cancel()
+        raise
+    watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):  # nobody is left to tell
+        await task
+    raise ClientDisconnected()

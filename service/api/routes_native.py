@@ -1,0 +1,70 @@
+"""The native API: n-best, scores, attention, timings, model cards."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from service.api.deps import get_engine, run_job
+from service.api.routes_libre import ERRORS
+from service.api.schemas import (
+    Alternative,
+    DetectedLanguageNative,
+    SentenceAttention,
+    SentenceScore,
+    Timing,
+    TranslateRequest,
+    TranslateResponse,
+    TranslationItem,
+)
+from service.engine import TextTranslation, TranslationEngine, TranslationJob
+from service.errors import NotReady
+
+router = APIRouter(prefix="/v1", tags=["native"])
+
+WEIGHT_DECIMALS = 4
+
+
+@router.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True, responses=ERRORS,
+             summary="Translate texts with n-best lists, scores and attention")
+async def translate(body: TranslateRequest, request: Request, response: Response,
+                    engine: TranslationEngine = Depends(get_engine)) -> TranslateResponse:
+    job = TranslationJob(body.texts, body.source, body.target, body.format, body.beam_size, body.n_best,
+                         body.return_attention, body.timeout)
+    result = await run_job(request, response, engine, job)
+    items = [_item(t, body) for t in result.translations]
+    used = {t.model_id for t in result.translations if t.model_id}
+    return TranslateResponse(
+        model=used.pop() if len(used) == 1 else None,
+        translations=items,
+        timing=Timing(queue_ms=round(result.queue_ms, 2), inference_ms=round(result.inference_ms, 2)))
+
+
+def _item(t: TextTranslation, body: TranslateRequest) -> TranslationItem:
+    item = TranslationItem(text=t.text, model=t.model_id, source_language=t.source_language)
+    if t.detected is not None:
+        item.detected_language = DetectedLanguageNative(language=t.detected.language,
+                                                        confidence=round(t.detected.confidence, 4))
+    if body.return_scores:
+        item.score = t.score
+        item.sentences = [SentenceScore(source=s.source, text=s.text, score=s.score) for s in t.sentences]
+    if body.n_best > 1:
+        item.alternatives = [Alternative(text=text, score=score if body.return_scores else None)
+                             for text, score in t.alternatives]
+    if body.return_attention:
+        item.attention = [SentenceAttention(source=s.source, text=s.text, source_tokens=s.source_tokens,
+                                            target_tokens=s.target_tokens,
+                                            weights=s.weights.astype(float).round(WEIGHT_DECIMALS).tolist())
+                          for s in t.sentences if s.weights is not None]
+    return item
+
+
+@router.get("/models", summary="Model cards of the served models")
+async def models(engine: TranslationEngine = Depends(get_engine)) -> dict:
+    if engine.registry is None:
+        raise NotReady("models are still loading")
+    cards = []
+    for model in engine.registry.models.values():
+        card = {key: value for key, value in model.card.items() if key != "sha256"}
+        card["runtime"] = {"decoder": "int8" if model.quantized else "fp32", "providers": model.providers}
+        cards.append(card)
+    return {"models": cards, "broken": engine.registry.broken}

@@ -1,0 +1,32 @@
+"""Operations endpoints: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+
+from service.api.deps import get_engine
+from service.api.schemas import HealthResponse
+from service.engine import TranslationEngine
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health/live", response_model=HealthResponse, summary="The process is up (models may be loading)")
+async def live() -> HealthResponse:
+    return HealthResponse(status="alive")
+
+
+@router.get("/health/ready", response_model=HealthResponse,
+            responses={503: {"model": HealthResponse, "description": "Loading, failed or shutting down"}},
+            summary="Every model is loaded and warmed up")
+async def ready(engine: TranslationEngine = Depends(get_engine)) -> JSONResponse:
+    registry = engine.registry
+    body = HealthResponse(status=engine.status, models=sorted(registry.models) if registry else [],
+                          broken_models=registry.broken if registry else {}, error=engine.failure)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if engine.ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(engine: TranslationEngine = Depends(get_engine)) -> Response:
+    return Response(engine.metrics.render(), media_type=engine.metrics.content_type)

@@ -1,0 +1,128 @@
+"""Request and response bodies of the HTTP API (pydantic; they also make the OpenAPI schema at /docs)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(examples=["source language 'xx' is not supported"])
+
+
+# ---- LibreTranslate-compatible API --------------------------------------------------------------------------------
+
+class LibreTranslateRequest(BaseModel):
+    """POST /translate, as JSON or as a form (application/x-www-form-urlencoded or multipart)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    q: str | list[str] = Field(description="Text, or list of texts, to translate.")
+    source: str = Field(description="Source language code, or `auto` to detect it.", examples=["de"])
+    target: str = Field(description="Target language code.", examples=["en"])
+    format: Literal["text", "html"] = Field("text", description="`html`: translate text nodes, keep the markup.")
+    alternatives: int = Field(0, ge=0, description="Number of alternative translations to return as well.")
+    api_key: str | None = Field(None, description="Accepted for compatibility; not checked yet.")
+
+
+class DetectedLanguage(BaseModel):
+    confidence: float = Field(description="0-100, as LibreTranslate reports it.")
+    language: str
+
+
+class LibreTranslateResponse(BaseModel):
+    translatedText: str | list[str]
+    alternatives: list[str] | list[list[str]] | None = None
+    detectedLanguage: DetectedLanguage | list[DetectedLanguage] | None = None
+
+
+class LibreDetectRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    q: str
+    api_key: str | None = None
+
+
+class LanguageEntry(BaseModel):
+    code: str
+    name: str
+    targets: list[str]
+
+
+# ---- native API ---------------------------------------------------------------------------------------------------
+
+class TranslateRequest(BaseModel):
+    """POST /v1/translate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[str] = Field(min_length=1, description="Texts to translate; each may hold several sentences.",
+                             examples=[["Ein Mann fährt Fahrrad. Zwei Hunde spielen im Schnee."]])
+    source: str = Field("auto", description="Source language code, or `auto`.", examples=["de"])
+    target: str = Field(description="Target language code.", examples=["en"])
+    format: Literal["text", "html"] = "text"
+    beam_size: int | None = Field(None, description="1 = greedy; default: the model card's default.")
+    n_best: int = Field(1, description="Translations per text (the best plus n_best - 1 alternatives); "
+                                       "at most beam_size.")
+    return_scores: bool = Field(False, description="Add the score of each text and of each of its sentences.")
+    return_attention: bool = Field(False, description="Add the attention matrix of each sentence.")
+    timeout: float | None = Field(None, description="Seconds this request may take (default: the service's).")
+
+
+class Alternative(BaseModel):
+    text: str
+    score: float | None = None
+
+
+class SentenceScore(BaseModel):
+    source: str
+    text: str
+    score: float
+
+
+class SentenceAttention(BaseModel):
+    """One sentence's alignment: ``weights[i][j]`` is the attention of target token i on source token j
+    (rows sum to 1). Tokens are SentencePiece pieces; ``</s>`` is the end-of-sentence token."""
+
+    source: str
+    text: str
+    source_tokens: list[str]
+    target_tokens: list[str]
+    weights: list[list[float]] = Field(description="len(target_tokens) rows x len(source_tokens) columns.")
+
+
+class DetectedLanguageNative(BaseModel):
+    language: str
+    confidence: float = Field(description="Probability among the served source languages, 0-1.")
+
+
+class TranslationItem(BaseModel):
+    text: str
+    model: str | None = Field(description="Model that translated it (None when nothing needed translating "
+                                          "and no model was resolved).")
+    source_language: str
+    detected_language: DetectedLanguageNative | None = None
+    score: float | None = Field(None, description="Mean of the sentences' length-normalized log-probabilities.")
+    alternatives: list[Alternative] | None = None
+    sentences: list[SentenceScore] | None = None
+    attention: list[SentenceAttention] | None = Field(None, description="One alignment per translated sentence, "
+                                                                        "in order.")
+
+
+class Timing(BaseModel):
+    queue_ms: float
+    inference_ms: float
+
+
+class TranslateResponse(BaseModel):
+    model: str | None = Field(description="The model used, when every text used the same one.")
+    translations: list[TranslationItem]
+    timing: Timing
+
+
+class HealthResponse(BaseModel):
+    status: str
+    models: list[str] = []
+    broken_models: dict[str, str] = {}
+    error: str | None = None

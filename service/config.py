@@ -1,0 +1,67 @@
+"""The service's one source of configuration: environment variables with the MT_ prefix (or a .env file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Each field is read from ``MT_<FIELD NAME>`` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="MT_", env_file=".env", extra="ignore")
+
+    # Models and runtime
+    models_dir: Path = Field(Path("models"), description="Folder holding one sub-folder per model (model.json inside).")
+    skip_broken_models: bool = Field(False, description="Log and skip a model whose files are missing or corrupted "
+                                                        "instead of refusing to start.")
+    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="onnxruntime execution provider.")
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads per session; 0 = one per core.")
+    quantized: Literal["false", "true", "auto"] = Field(
+        "false", description="Use the int8 decoder: true (every model must ship one), auto (where shipped) or false. "
+                             "int8 makes results depend slightly on batch composition.")
+    warmup: bool = Field(True, description="Decode a few sentences per model before reporting ready.")
+
+    # Decoding defaults and limits (per-model defaults come from model.json decoding_defaults)
+    default_beam_size: int | None = Field(None, ge=1, description="Beam size when a request names none; "
+                                                                  "unset = the model card's default.")
+    max_beam_size: int = Field(8, ge=1, le=8)
+    max_sentence_chars: int = Field(400, ge=20, description="Longer sentences are cut at spaces before translation.")
+
+    # Request limits
+    max_text_chars: int = Field(5000, ge=1, description="Characters per text.")
+    max_texts: int = Field(64, ge=1, description="Texts per request.")
+    max_request_chars: int = Field(50_000, ge=1, description="Characters per request, all texts together.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Request body size.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Deadline of a request that sets no timeout.")
+    min_request_timeout_s: float = Field(0.05, gt=0)
+    max_request_timeout_s: float = Field(300.0, gt=0)
+
+    # Dynamic batching and backpressure
+    max_batch_sentences: int = Field(32, ge=1, description="Sentences per decoder batch.")
+    max_batch_tokens: int = Field(4096, ge=1, description="Padded source tokens x beam size per decoder batch.")
+    max_wait_ms: float = Field(10.0, ge=0, description="How long the oldest queued sentence may wait for others "
+                                                       "to join its batch.")
+    max_queue_sentences: int = Field(2048, ge=1, description="Queued sentences beyond which requests get 429.")
+    retry_after_s: int = Field(1, ge=1, description="Smallest Retry-After sent with 429 (grows with the queue).")
+    shutdown_timeout_s: float = Field(30.0, ge=0, description="How long shutdown waits for queued work to finish.")
+
+    # HTTP server and logging
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = "INFO"
+    log_text: bool = Field(False, description="Log request and translated text (off: only sizes are logged).")
+    cors_origins: list[str] = Field(default_factory=list, description='JSON list, e.g. ["*"]; empty = no CORS.')
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> Settings:
+        if not self.min_request_timeout_s <= self.request_timeout_s <= self.max_request_timeout_s:
+            raise ValueError("need min_request_timeout_s <= request_timeout_s <= max_request_timeout_s")
+        if self.default_beam_size is not None and self.default_beam_size > self.max_beam_size:
+            raise ValueError("default_beam_size exceeds max_beam_size")
+        if self.max_text_chars > self.max_request_chars:
+            raise ValueError("max_text_chars exceeds max_request_chars")
+        return self

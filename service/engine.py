@@ -1,0 +1,386 @@
+"""Texts in, translations out: language resolution, sentence splitting, HTML, batching, reassembly.
+
+The engine owns the loaded models, the language detector and the dynamic batcher. ``translate`` is a
+coroutine (it waits on the batcher without blocking the event loop); the HTTP API and the CLI both call it.
+Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from service import htmltext, languages
+from service.batcher import BatcherStopped, BatchKey, BatchLimits, DeadlineExceeded, DynamicBatcher, QueueFull
+from service.config import Settings
+from service.errors import InvalidJob, JobTimeout, NotReady, Overloaded, ShuttingDown
+from service.language_id import Detection, LanguageDetector, known_languages
+from service.metrics import Metrics
+from service.pipeline import Translation
+from service.registry import LoadedModel, ModelRegistry, VerifiedModel, load_models, verify_models
+from service.segmenter import Piece, join, segment
+
+log = logging.getLogger(__name__)
+
+INLINE_PREPARATION_CHARS = 2000  # larger jobs are split and tokenized on a worker thread
+
+
+@dataclass(frozen=True)
+class TranslationJob:
+    """One request's worth of work. ``source`` may be ``"auto"``; None options take the defaults."""
+
+    texts: list[str]
+    source: str
+    target: str
+    format: Literal["text", "html"] = "text"
+    beam_size: int | None = None
+    n_best: int = 1
+    return_attention: bool = False
+    timeout_s: float | None = None
+
+
+@dataclass
+class SentenceTranslation:
+    """One source sentence and its best translation; ``weights`` [len(target_tokens), len(source_tokens)]."""
+
+    source: str
+    text: str
+    score: float
+    source_tokens: list[str]
+    target_tokens: list[str]
+    weights: np.ndarray | None = None
+
+
+@dataclass
+class TextTranslation:
+    text: str
+    score: float | None  # mean of the sentences' scores; None when nothing needed translating
+    alternatives: list[tuple[str, float | None]]  # n-best beyond the first, duplicates removed
+    sentences: list[SentenceTranslation]
+    source_language: str
+    model_id: str | None
+    detected: Detection | None = None
+
+
+@dataclass
+class JobResult:
+    translations: list[TextTranslation]
+    models: list[str]
+    sentences: int  # distinct sentences decoded
+    queue_ms: float = 0.0  # longest wait of any of its sentences before decoding started
+    inference_ms: float = 0.0  # summed wall time of the decoder batches that held its sentences
+
+
+@dataclass
+class _TextPlan:
+    """How one text is rebuilt: its units (the text, or the HTML text nodes), each split into pieces.
+    ``model`` None: the text is already in the target language and is returned as it is."""
+
+    text: str
+    source_language: str
+    detected: Detection | None
+    model: LoadedModel | None
+    document: htmltext.HtmlDocument | None
+    units: list[list[Piece]] = field(default_factory=list)
+
+
+class TranslationEngine:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.registry: ModelRegistry | None = None
+        self.detector: LanguageDetector | None = None
+        self.status = "starting"  # starting -> ready | failed; ready -> stopping
+        self.failure: str | None = None
+        self.batcher = DynamicBatcher(
+            self._run_batch,
+            BatchLimits(max_sentences=settings.max_batch_sentences, max_tokens=settings.max_batch_tokens,
+                        max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue_sentences,
+                        min_retry_after_s=settings.retry_after_s),
+            self.metrics)
+
+    # ---- life cycle -------------------------------------------------------------------------------------------
+
+    def verify(self) -> tuple[list[VerifiedModel], dict[str, str]]:
+        """Fast start-up check (cards and checksums); raises ``ModelLoadError`` naming the broken file."""
+        return verify_models(self.settings)
+
+    def load(self, verified: list[VerifiedModel], broken: dict[str, str] | None = None) -> None:
+        """Sessions, warm-up, language detector, batcher; then ready. Slow: run it off the event loop."""
+        try:
+            registry = load_models(verified, self.settings, broken)
+            known = [code for code in registry.source_languages if _detectable(code)]
+            self.detector = LanguageDetector(known) if known else None
+        except Exception as error:
+            self.status, self.failure = "failed", str(error)
+            raise
+        self.registry = registry
+        for model in registry.models.values():
+            architecture = model.card.get("architecture", {})
+            self.metrics.model_info.labels(
+                model.id, model.source, model.target,
+                f"{architecture.get('type', '?')}/{architecture.get('cell', '?')}",
+                "int8" if model.quantized else "fp32", model.providers[0]).set(1)
+        self.batcher.start()
+        self.status = "ready"
+        self.metrics.ready.set(1)
+
+    def start(self) -> None:
+        """Verify and load in one go (the CLI's path)."""
+        self.load(*self.verify())
+
+    def stop(self) -> None:
+        """Finish queued work (up to the shutdown timeout) and stop the worker."""
+        if self.status == "ready":
+            self.status = "stopping"
+        self.metrics.ready.set(0)
+        self.batcher.stop(self.settings.shutdown_timeout_s)
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+    # ---- translation ------------------------------------------------------------------------------------------
+
+    async def translate(self, job: TranslationJob) -> JobResult:
+        """Translate every text of the job; raises ``EngineError`` subclasses (see service.errors)."""
+        if self.status == "stopping":
+            raise ShuttingDown("the service is shutting down")
+        if not self.ready or self.registry is None:
+            raise NotReady("models are still loading" if self.status == "starting" else f"not ready: {self.failure}")
+        timeout = self._check_limits(job)
+        deadline = time.monotonic() + timeout
+        if sum(map(len, job.texts)) > INLINE_PREPARATION_CHARS:  # keep the event loop responsive
+            plans, wanted = await asyncio.to_thread(self._prepare, job)
+        else:
+            plans, wanted = self._prepare(job)
+        total = sum(len(sentences) for sentences in wanted.values())
+
+        results: dict[str, list[list[Translation]]] = {}
+        queue_s, batches = 0.0, {}
+        if total:
+            results, queue_s, batches = await self._decode(job, wanted, deadline)
+
+        index = {model_id: {s: i for i, s in enumerate(distinct)} for model_id, distinct in wanted.items()}
+        translations = []
+        for plan in plans:
+            model_id = plan.model.id if plan.model else ""
+            translations.append(self._assemble(plan, index.get(model_id, {}), results.get(model_id, []), job))
+        return JobResult(translations, sorted(wanted), total, queue_s * 1000, sum(batches.values()) * 1000)
+
+    def _prepare(self, job: TranslationJob) -> tuple[list[_TextPlan], dict[str, dict[str, list[int]]]]:
+        """Plans per text and, per model, its distinct sentences (first-seen order) with their token ids."""
+        plans = self._plan(job)
+        wanted: dict[str, dict[str, list[int]]] = {}
+        for plan in plans:
+            if plan.model is None:
+                continue
+            distinct = wanted.setdefault(plan.model.id, {})
+            for pieces in plan.units:
+                for piece in pieces:
+                    if piece.translate and piece.text not in distinct:
+                        distinct[piece.text] = plan.model.translator.encode(piece.text)
+        total = sum(len(sentences) for sentences in wanted.values())
+        if total > self.settings.max_queue_sentences:
+            raise InvalidJob(f"the texts hold {total} sentences; at most {self.settings.max_queue_sentences} "
+                             "fit in one request")
+        return plans, wanted
+
+    async def _decode(self, job: TranslationJob, wanted: dict[str, dict[str, list[int]]], deadline: float
+                      ) -> tuple[dict[str, list[list[Translation]]], float, dict[int, float]]:
+        """Queue every distinct sentence, wait for all of them; n-best per sentence by model, timings."""
+        assert self.registry is not None
+        submitted: list[tuple[str, list]] = []
+        try:
+            for model_id, distinct in wanted.items():
+                model = self.registry.models[model_id]
+                beam = self._beam_size(job, model)
+                key = BatchKey(model_id, beam, job.n_best, model.search_options(beam, 1, False).length_penalty)
+                submitted.append((model_id, self.batcher.submit(key, list(distinct.values()), deadline,
+                                                                job.return_attention)))
+        except QueueFull as error:
+            self._cancel(submitted)
+            raise Overloaded("too many queued sentences; retry later", error.retry_after_s) from error
+        except BatcherStopped as error:
+            self._cancel(submitted)
+            raise ShuttingDown("the service is shutting down") from error
+
+        waiting = [asyncio.wrap_future(f) for _, futures in submitted for f in futures]
+        try:
+            outcomes = await asyncio.wait_for(asyncio.gather(*waiting), timeout=max(0.0, deadline - time.monotonic()))
+        except (TimeoutError, DeadlineExceeded) as error:
+            self._cancel(submitted)
+            raise JobTimeout("the request could not be finished before its deadline") from error
+        except BatcherStopped as error:
+            self._cancel(submitted)
+            raise ShuttingDown("the service shut down before the request was finished") from error
+        except BaseException:  # cancelled (the caller went away) or failed: drop what has not started
+            self._cancel(submitted)
+            raise
+
+        results: dict[str, list[list[Translation]]] = {}
+        queue_s, batches = 0.0, {}
+        position = 0
+        for model_id, futures in submitted:
+            chunk = outcomes[position : position + len(futures)]
+            position += len(futures)
+            results[model_id] = [nbest for nbest, _ in chunk]
+            for _, stats in chunk:
+                queue_s = max(queue_s, stats.queue_s)
+                batches[stats.batch_id] = stats.inference_s
+        return results, queue_s, batches
+
+    def _cancel(self, submitted: list[tuple[str, list]]) -> None:
+        futures = [f for _, fs in submitted for f in fs]
+        if futures:
+            self.batcher.cancel(futures)
+
+    def _run_batch(self, key: BatchKey, sources: list[list[int]], want_attention: bool) -> list[list[Translation]]:
+        """The batcher's runner (worker thread): one search over one decoder batch."""
+        assert self.registry is not None
+        model = self.registry.models[key.model_id]
+        options = model.search_options(key.beam_size, key.n_best, want_attention)
+        results = model.translator.translate_ids(sources, options)
+        self.metrics.sentences.labels(key.model_id).inc(len(sources))
+        self.metrics.generated_tokens.labels(key.model_id).inc(sum(len(n[0].target_tokens) for n in results if n))
+        return results
+
+    # ---- planning and reassembly ------------------------------------------------------------------------------
+
+    def _check_limits(self, job: TranslationJob) -> float:
+        """Validate sizes and options; returns the job's timeout in seconds."""
+        s = self.settings
+        if not job.texts:
+            raise InvalidJob("no text given")
+        if len(job.texts) > s.max_texts:
+            raise InvalidJob(f"too many texts: {len(job.texts)} (at most {s.max_texts} per request)")
+        for index, text in enumerate(job.texts):
+            if len(text) > s.max_text_chars:
+                raise InvalidJob(f"text {index} has {len(text)} characters (at most {s.max_text_chars})")
+        if sum(map(len, job.texts)) > s.max_request_chars:
+            raise InvalidJob(f"the texts have more than {s.max_request_chars} characters together")
+        if job.format not in ("text", "html"):
+            raise InvalidJob(f"format must be text or html, not {job.format!r}")
+        if job.beam_size is not None and not 1 <= job.beam_size <= s.max_beam_size:
+            raise InvalidJob(f"beam_size must be between 1 and {s.max_beam_size}")
+        if not 1 <= job.n_best <= s.max_beam_size:
+            raise InvalidJob(f"the number of translations per text (n_best) must be between 1 and {s.max_beam_size}")
+        if job.beam_size is not None and job.n_best > job.beam_size:
+            raise InvalidJob(f"n_best ({job.n_best}) cannot exceed beam_size ({job.beam_size})")
+        timeout = s.request_timeout_s if job.timeout_s is None else job.timeout_s
+        if not s.min_request_timeout_s <= timeout <= s.max_request_timeout_s:
+            raise InvalidJob(f"timeout must be between {s.min_request_timeout_s} and {s.max_request_timeout_s} s")
+        return timeout
+
+    def _beam_size(self, job: TranslationJob, model: LoadedModel) -> int:
+        if job.beam_size is not None:
+            return job.beam_size
+        default = self.settings.default_beam_size or model.default_beam_size
+        return max(min(default, self.settings.max_beam_size), job.n_best)
+
+    def resolve_target(self, target: str) -> str:
+        assert self.registry is not None
+        code = languages.normalize_code(target)
+        if code == languages.AUTO:
+            raise InvalidJob("target cannot be auto")
+        if code not in self.registry.target_languages:
+            raise InvalidJob(_unsupported(code, "target", self.registry.target_languages))
+        return code
+
+    def resolve_source(self, source: str, target: str) -> str | None:
+        """A served source code for ``target``, or None for auto-detection."""
+        assert self.registry is not None
+        code = languages.normalize_code(source)
+        if code == languages.AUTO:
+            return None
+        if code == target:
+            raise InvalidJob(f"source and target are both {code}")
+        if code not in self.registry.source_languages:
+            raise InvalidJob(_unsupported(code, "source", self.registry.source_languages))
+        if self.registry.for_pair(code, target) is None:
+            pairs = ", ".join(f"{m.source}-{m.target}" for m in self.registry.models.values())
+            raise InvalidJob(f"{code} to {target} is not served (served pairs: {pairs})")
+        return code
+
+    def detect(self, text: str, candidates: list[str] | None = None) -> list[Detection]:
+        """Ranked source-language guesses among the served source languages (or ``candidates``)."""
+        assert self.registry is not None
+        candidates = candidates or self.registry.source_languages
+        detectable = [c for c in candidates if _detectable(c)]
+        if self.detector is None or not detectable or not text.strip():
+            return [Detection(code, 0.0) for code in candidates]
+        ranked = self.detector.rank(text, detectable)
+        return ranked + [Detection(code, 0.0) for code in candidates if code not in detectable]
+
+    def _plan(self, job: TranslationJob) -> list[_TextPlan]:
+        """Per text: its source language (detected for auto), model, HTML structure and sentence pieces.
+
+        Auto-detection chooses among the languages with a model into the target, plus the target itself:
+        a text already in the target language is returned unchanged (as LibreTranslate does).
+        """
+        assert self.registry is not None
+        target = self.resolve_target(job.target)
+        source = self.resolve_source(job.source, target)
+        candidates = self.registry.sources_of(target) + ([target] if _detectable(target) else [])
+        plans = []
+        for text in job.texts:
+            document = htmltext.parse(text) if job.format == "html" else None
+            units = document.texts if document is not None else [text]
+            detected = None
+            language = source
+            if language is None:
+                detected = self.detect(" ".join(units), candidates)[0]
+                language = detected.language
+            model = self.registry.for_pair(language, target) if language != target else None
+            pieces = [segment(unit, language, self.settings.max_sentence_chars) for unit in units] if model else []
+            plans.append(_TextPlan(text, language, detected, model, document, pieces))
+        return plans
+
+    def _assemble(self, plan: _TextPlan, index: dict[str, int], nbests: list[list[Translation]],
+                  job: TranslationJob) -> TextTranslation:
+        """Rebuild one text from its sentences' n-best lists: variant k uses each sentence's k-th best."""
+        if plan.model is None:
+            return TextTranslation(plan.text, None, [], [], plan.source_language, None, plan.detected)
+        sentences: list[SentenceTranslation] = []
+        variants: list[tuple[str, float | None]] = []
+        for rank in range(job.n_best):
+            scores: list[float] = []
+            units = []
+            for pieces in plan.units:
+                replacements = []
+                for piece in pieces:
+                    if not piece.translate:
+                        continue
+                    nbest = nbests[index[piece.text]]
+                    choice = nbest[min(rank, len(nbest) - 1)]
+                    text = choice.text.strip()  # the whitespace around a sentence is the separators' job
+                    replacements.append(text)
+                    scores.append(choice.score)
+                    if rank == 0:
+                        sentences.append(SentenceTranslation(
+                            piece.text, text, choice.score, choice.source_tokens, choice.target_tokens,
+                            choice.attention if job.return_attention else None))
+                units.append(join(pieces, replacements))
+            text = plan.document.render(units) if plan.document is not None else units[0]
+            variants.append((text, float(np.mean(scores)) if scores else None))
+        alternatives, seen = [], {variants[0][0]}
+        for text, score in variants[1:]:
+            if text not in seen:
+                seen.add(text)
+                alternatives.append((text, score))
+        return TextTranslation(variants[0][0], variants[0][1], alternatives, sentences, plan.source_language,
+                               plan.model.id if plan.model else None, plan.detected)
+
+
+def _detectable(code: str) -> bool:
+    return code in known_languages()
+
+
+def _unsupported(code: str, role: str, served: list[str]) -> str:
+    known = "" if languages.is_known(code) else " (not a known ISO 639-1 language code)"
+    return f"{role} language {code!r} is not supported{known}; served {role} languages: {', '.join(served)}"

@@ -1,0 +1,132 @@
+"""Split a text into sentences and the exact whitespace between them, so translations rejoin losslessly.
+
+``segment(text)`` returns pieces whose texts concatenate back to ``text`` exactly. Pieces marked
+``translate`` are single sentences (no newline inside, no surrounding whitespace, at least one letter);
+everything else (whitespace, paragraph breaks, bare numbers or punctuation) is copied to the output as is.
+The models were trained on single sentences, so a paragraph is translated sentence by sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Words that end with a period without ending the sentence (compared lowercased, without the period).
+ABBREVIATIONS: dict[str, frozenset[str]] = {
+    "en": frozenset({"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "no", "fig", "approx", "dept", "mt"}),
+    "de": frozenset({"nr", "bzw", "ca", "dr", "prof", "hr", "fr", "evtl", "ggf", "inkl", "vgl", "st", "str", "bspw",
+                     "sog", "usw", "etc", "abs", "geb", "jh", "mio", "mrd", "ff", "tel"}),
+    "fr": frozenset({"m", "mme", "mlle", "dr", "pr", "env", "cf", "mr", "st", "ste", "no", "tél"}),
+}
+_ALL_ABBREVIATIONS = frozenset().union(*ABBREVIATIONS.values())
+
+# A candidate boundary: sentence-final punctuation, optional closing quotes/brackets, whitespace,
+# then something that can start a sentence.
+_BOUNDARY = re.compile(r"([.!?…]+[\"'»«”’)\]]*)(\s+)(?=\S)")
+_OPENERS = "\"'«»„“‘([¿¡"
+_LINE_BREAK = re.compile(r"\s*\n\s*")
+_PREVIOUS_WORD = re.compile(r"(\S+)$")
+_CUT_AFTER = re.compile(r"[,;:]\s")
+
+
+@dataclass(frozen=True)
+class Piece:
+    text: str
+    translate: bool
+
+
+def segment(text: str, language: str | None = None, max_sentence_chars: int = 400) -> list[Piece]:
+    """text -> pieces (sentences to translate and separators to keep) that concatenate back to ``text``."""
+    pieces: list[Piece] = []
+    position = 0
+    for match in _LINE_BREAK.finditer(text):
+        _segment_line(text[position : match.start()], language, max_sentence_chars, pieces)
+        _append(pieces, match.group(), False)
+        position = match.end()
+    _segment_line(text[position:], language, max_sentence_chars, pieces)
+    return pieces
+
+
+def join(pieces: list[Piece], translations: list[str]) -> str:
+    """Pieces with each ``translate`` piece replaced, in order, by the next of ``translations``."""
+    replacements = iter(translations)
+    out = [next(replacements) if piece.translate else piece.text for piece in pieces]
+    if next(replacements, None) is not None:
+        raise ValueError("more translations than sentences")
+    return "".join(out)
+
+
+def sentences(pieces: list[Piece]) -> list[str]:
+    return [piece.text for piece in pieces if piece.translate]
+
+
+def _segment_line(line: str, language: str | None, max_chars: int, pieces: list[Piece]) -> None:
+    """One line (no newline inside) -> leading space, sentences with the spaces between them, trailing space."""
+    stripped = line.strip()
+    if not stripped:
+        _append(pieces, line, False)
+        return
+    start = line.index(stripped[0])
+    _append(pieces, line[:start], False)
+    body = line[start : start + len(stripped)]
+    position = 0
+    for match in _BOUNDARY.finditer(body):
+        sentence_end = match.start(2)
+        if not _starts_sentence(body[match.end() :]) or _is_abbreviation(body[position : match.end(1)], language):
+            continue
+        _append_sentence(body[position:sentence_end], max_chars, pieces)
+        _append(pieces, match.group(2), False)
+        position = match.end()
+    _append_sentence(body[position:], max_chars, pieces)
+    _append(pieces, line[start + len(stripped) :], False)
+
+
+def _starts_sentence(rest: str) -> bool:
+    """Can a sentence start here? (an upper-case letter or a digit, maybe after opening quotes)"""
+    first = rest.lstrip(_OPENERS)[:1]
+    return first.isupper() or first.isdigit()
+
+
+def _is_abbreviation(sentence: str, language: str | None) -> bool:
+    """Does ``sentence`` (ending in its candidate final punctuation) end with an abbreviation, not a full stop?"""
+    if not sentence.endswith("."):
+        return False
+    word = _PREVIOUS_WORD.search(sentence[:-1])
+    if word is None:
+        return False
+    token = word.group(1).lstrip("\"'«»„“‘([").lower()
+    if len(token) == 1 and token.isalpha():  # initials and "z. B.", "d. h."
+        return True
+    if "." in token:  # "e.g", "z.B", "U.S"
+        return True
+    if language == "de" and token.isdigit():  # German ordinals: "am 3. Oktober"
+        return True
+    known = ABBREVIATIONS.get(language or "", _ALL_ABBREVIATIONS)
+    return token in known
+
+
+def _append_sentence(sentence: str, max_chars: int, pieces: list[Piece]) -> None:
+    """A sentence longer than ``max_chars`` is cut at spaces (after , ; : where possible) into several."""
+    while len(sentence) > max_chars:
+        window = sentence[:max_chars]
+        cut = max((m.start() + 1 for m in _CUT_AFTER.finditer(window)), default=-1)
+        if cut < max_chars // 2:
+            cut = window.rfind(" ")
+        head = sentence[:cut].rstrip() if cut > 0 else ""
+        if not head:  # no space to cut at: cut inside the word
+            head = window
+        rest = sentence[len(head) :]
+        sentence = rest.lstrip()
+        _append(pieces, head, True)
+        _append(pieces, rest[: len(rest) - len(sentence)], False)
+    _append(pieces, sentence, True)
+
+
+def _append(pieces: list[Piece], text: str, translate: bool) -> None:
+    if not text:
+        return
+    translate = translate and any(character.isalpha() for character in text)
+    if not translate and pieces and not pieces[-1].translate:
+        pieces[-1] = Piece(pieces[-1].text + text, False)  # merge neighbouring separators
+        return
+    pieces.append(Piece(text, translate))
