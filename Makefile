@@ -9,11 +9,12 @@ PORT ?= 8000
 CONFIG ?= training/configs/de-en.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-serve serve test test-slow train export evaluate ablation lock clean
+.PHONY: help setup setup-serve serve test test-slow test-deploy train export evaluate ablation lock clean
 
 help:
 	@echo "make serve              set up .venv (serving runtime) and start the API on $(HOST):$(PORT)"
 	@echo "make test               set up .venv (dev) and run the test suite"
+	@echo "make test-deploy        build and check the container, monitoring and manifests (root, podman)"
 	@echo "make train CONFIG=...   train a model from scratch (resumes if interrupted)"
 	@echo "make export RUN=runs/de-en OUT=models/de-en   export, check parity, evaluate"
 	@echo "make ablation           cell/attention ablation study (~90 min on 2 cores) -> docs/ablation.md"
@@ -41,6 +42,10 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# Container checks: podman build + run + probes, Prometheus, hadolint, compose, kustomize (root; see docs/deployment.md).
+test-deploy:
+	bash deploy/ci/container-checks.sh
 
 train: setup
 	$(BIN)/python -m training.train --config $(CONFIG)
