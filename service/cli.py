@@ -22,12 +22,14 @@ from service.logs import setup_logging
 log = logging.getLogger("service.cli")
 
 EXIT_BAD_MODELS = 2
+EXIT_BAD_CONFIG = 2
 
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api import create_app
+    from service.auth import ApiKeyConfigError
     from service.registry import ModelLoadError, verify_models
 
     updates = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
@@ -38,13 +40,17 @@ def serve(args: argparse.Namespace) -> int:
     except ModelLoadError as error:
         log.critical("cannot start: %s", error)
         return EXIT_BAD_MODELS
-    app = create_app(settings, verified=checked)
+    try:
+        app = create_app(settings, verified=checked)
+    except ApiKeyConfigError as error:
+        log.critical("cannot start: %s", error)
+        return EXIT_BAD_CONFIG
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal under the previous handler;
     # a no-op handler there makes a graceful stop exit with status 0 instead of dying by the signal.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda *_: None)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=int(settings.shutdown_timeout_s) or None)
+                timeout_graceful_shutdown=settings.shutdown_timeout_s)  # type: ignore[arg-type]  # a float works
     return 0
 
 

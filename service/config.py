@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -55,6 +56,28 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_text: bool = Field(False, description="Log request and translated text (off: only sizes are logged).")
     cors_origins: list[str] = Field(default_factory=list, description='JSON list, e.g. ["*"]; empty = no CORS.')
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Serve /metrics on this port only "
+                                                                        "(prometheus_client's server), not on the "
+                                                                        "API port; unset = on the API port.")
+    metrics_host: str | None = Field(None, description="Address of the metrics port; unset = MT_HOST.")
+
+    # API keys and per-key rate limits (off while no key is configured)
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Keys a client must send (Authorization: Bearer KEY, or LibreTranslate's "
+                                          "api_key field), separated by commas or whitespace, or a JSON list.")
+    api_keys_file: Path | None = Field(None, description="File with one key per line, optionally followed by that "
+                                                         "key's own requests per minute; '#' starts a comment.")
+    rate_limit_per_minute: float = Field(0, ge=0, description="Requests per minute per API key; 0 = no limit.")
+    rate_limit_burst: int = Field(10, ge=1, description="Requests a key may send at once before the per-minute "
+                                                        "rate applies (token bucket size).")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else text.replace(",", " ").split()
+        return value
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Settings:

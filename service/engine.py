@@ -262,6 +262,7 @@ class TranslationEngine:
         for index, text in enumerate(job.texts):
             if len(text) > s.max_text_chars:
                 raise InvalidJob(f"text {index} has {len(text)} characters (at most {s.max_text_chars})")
+            check_unicode(text, f"text {index}")
         if sum(map(len, job.texts)) > s.max_request_chars:
             raise InvalidJob(f"the texts have more than {s.max_request_chars} characters together")
         if job.format not in ("text", "html"):
@@ -328,8 +329,8 @@ class TranslationEngine:
         source = self.resolve_source(job.source, target)
         candidates = self.registry.sources_of(target) + ([target] if _detectable(target) else [])
         plans = []
-        for text in job.texts:
-            document = htmltext.parse(text) if job.format == "html" else None
+        for index, text in enumerate(job.texts):
+            document = _parse_html(text, index) if job.format == "html" else None
             units = document.texts if document is not None else [text]
             detected = None
             language = source
@@ -375,6 +376,23 @@ class TranslationEngine:
                 alternatives.append((text, score))
         return TextTranslation(variants[0][0], variants[0][1], alternatives, sentences, plan.source_language,
                                plan.model.id if plan.model else None, plan.detected)
+
+
+def check_unicode(text: str, what: str) -> None:
+    """Refuse text that cannot be encoded as UTF-8: JSON's "\\ud800" escapes decode to lone surrogates, which
+    the tokenizer, the language detector and the response encoder all reject."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidJob(f"{what} is not valid Unicode: lone surrogate {text[error.start]!a} at position "
+                         f"{error.start}") from error
+
+
+def _parse_html(text: str, index: int) -> htmltext.HtmlDocument:
+    try:
+        return htmltext.parse(text)
+    except (AssertionError, ValueError) as error:  # the standard parser's ways of giving up
+        raise InvalidJob(f"text {index} cannot be parsed as HTML: {error}") from error
 
 
 def _detectable(code: str) -> bool:

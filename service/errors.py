@@ -15,10 +15,26 @@ class InvalidJob(EngineError):
     reason = "invalid"
 
 
+class Unauthorized(EngineError):
+    """API keys are required and the request carries none (or a malformed Authorization header)."""
+
+    reason = "unauthorized"
+
+
 class Forbidden(EngineError):
-    """The API key is missing or unknown (raised once API keys are enforced)."""
+    """The request carries an API key that is not one of the configured keys."""
 
     reason = "forbidden"
+
+
+class RateLimited(EngineError):
+    """The API key used up its request rate; it may retry after ``retry_after_s`` seconds."""
+
+    reason = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NotReady(EngineError):

@@ -15,12 +15,14 @@ tags split a sentence (``ein <b>großer</b> Hund`` is three texts): the markup s
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 VOID_ELEMENTS = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
                            "source", "track", "wbr"})
 RAW_TEXT_ELEMENTS = frozenset({"script", "style"})  # the parser hands their content over unparsed
+_SECTION_NAME = re.compile(r"[a-zA-Z][-_.a-zA-Z0-9]*")
 UNTRANSLATED_ELEMENTS = RAW_TEXT_ELEMENTS | frozenset({"code", "pre", "kbd", "samp", "var", "textarea", "noscript",
                                                        "template", "svg", "math"})
 
@@ -100,7 +102,24 @@ class _Splitter(HTMLParser):
         self._markup(f"<?{data}>")
 
     def unknown_decl(self, data: str) -> None:
-        self._markup(f"<![{data}]>")
+        # A marked section: the parser hands over what lies between "<![" and its close, which is "]]>" for
+        # CDATA-like sections and "]>" for conditional comments (<![if !IE]>).
+        name = _SECTION_NAME.match(data)
+        close = "]>" if name and name.group().lower() in ("if", "else", "endif") else "]]>"
+        self._markup(f"<![{data}{close}")
+
+    def parse_marked_section(self, i: int, report: int = 1) -> int:
+        """The standard parser raises AssertionError on a marked section it does not know (``<![foo]>``);
+        browsers read one as a bogus comment up to the next ``>``, and so does this parser (copied as is)."""
+        try:
+            return super().parse_marked_section(i, report)
+        except AssertionError:
+            end = self.rawdata.find(">", i + 3)
+            if end < 0:
+                return -1  # incomplete: the parser keeps it for later, or hands it over as text at the end
+            if report:
+                self._markup(self.rawdata[i : end + 1])
+            return end + 1
 
     def _markup(self, text: str) -> None:
         self.document.parts.append(text)

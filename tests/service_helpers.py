@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import uvicorn
 
 from service.config import Settings
@@ -101,3 +105,44 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
 def _labels_regex(labels: dict[str, str]) -> str:
     """Labels in any order: a lookahead per label over the brace contents."""
     return "".join(f'(?=[^}}]*{re.escape(k)}="{re.escape(v)}")' for k, v in labels.items()) + r"[^}]*"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def service_process(models_dir: Path, log_dir: Path, prefix: list[str] | None = None, cwd: Path | None = None,
+                    **env: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``python -m service serve`` as a subprocess on a free loopback port, ready; yields (process, base URL).
+
+    ``prefix`` replaces ``python -m service`` (e.g. a wrapper); ``env`` adds MT_ variables. The process's stderr
+    (its JSON log) goes to ``log_dir/service.log``. It is killed at the end if still running.
+    """
+    port = free_port()
+    log = log_dir / "service.log"
+    environment = {**os.environ, "MT_MODELS_DIR": str(models_dir), "MT_DEVICE": "cpu", "MT_THREADS": "1",
+                   "MT_WARMUP": "false", **env}
+    argv = (prefix or [sys.executable, "-m", "service"]) + ["serve", "--port", str(port)]
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(argv, cwd=cwd or Path(__file__).resolve().parent.parent, env=environment,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+    process.log = log  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the service exited with {process.returncode}: {log.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(f"{url}/health/ready", timeout=5).status_code == 200
+        return False
+
+    try:
+        wait_until(ready, "the service to be ready", timeout=120)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)

@@ -4,6 +4,7 @@ Start-up verifies every model directory (cards and checksums) before the server 
 broken deployment fails at once with the broken file named. Loading the sessions and warming up then run
 in the background: /health/live answers at once, /health/ready turns 200 when every model is warm.
 Shutdown (SIGTERM through uvicorn) lets in-flight requests finish, then drains the batcher.
+API keys (service.auth) are read when the app is made, so a bad key file fails before anything listens.
 """
 
 from __future__ import annotations
@@ -17,19 +18,32 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import routes_libre, routes_native, routes_ops, routes_web
 from service.api.deps import ClientDisconnected
 from service.api.middleware import RequestContextMiddleware
+from service.auth import KeyRing
 from service.config import Settings
 from service.engine import TranslationEngine
-from service.errors import EngineError, Forbidden, InvalidJob, JobTimeout, NotReady, Overloaded, ShuttingDown
+from service.errors import (
+    EngineError,
+    Forbidden,
+    InvalidJob,
+    JobTimeout,
+    NotReady,
+    Overloaded,
+    RateLimited,
+    ShuttingDown,
+    Unauthorized,
+)
 from service.registry import ModelLoadError, VerifiedModel
 
 log = logging.getLogger(__name__)
 
-STATUS = {InvalidJob: 400, Forbidden: 403, NotReady: 503, ShuttingDown: 503, Overloaded: 429, JobTimeout: 504}
+STATUS = {InvalidJob: 400, Unauthorized: 401, Forbidden: 403, NotReady: 503, ShuttingDown: 503, Overloaded: 429,
+          RateLimited: 429, JobTimeout: 504}
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for "the client went away"; only ever seen in logs and metrics
 
 
@@ -38,26 +52,25 @@ def create_app(settings: Settings | None = None, engine: TranslationEngine | Non
     """The app. Without ``engine`` it makes and loads one from ``settings`` at start-up (and stops it at
     shutdown); ``verified`` skips the checksum pass when the caller (the CLI) already did it."""
     settings = settings or Settings()
+    api_keys = KeyRing.from_settings(settings)  # raises ApiKeyConfigError now rather than at the first request
     owns_engine = engine is None
     engine = engine or TranslationEngine(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loader = None
-        if engine.status == "starting":
-            try:
-                checked = verified or engine.verify()
-            except ModelLoadError as error:
-                log.critical("cannot start: %s", error)
-                raise
-            loader = asyncio.get_running_loop().run_in_executor(None, _load, engine, checked)
-        yield
-        if loader is not None:
-            with contextlib.suppress(Exception):
-                await loader
-        if owns_engine:
-            log.info("shutting down: draining the batch queue")
-            await asyncio.get_running_loop().run_in_executor(None, engine.stop)
+        metrics_server = None
+        if settings.metrics_port is not None:
+            metrics_server, _ = start_http_server(settings.metrics_port, settings.metrics_host or settings.host,
+                                                  registry=engine.metrics.registry)
+            app.state.metrics_port = metrics_server.server_port
+            log.info("metrics on their own port", extra={"metrics_port": app.state.metrics_port})
+        try:
+            async with _engine_life(engine, owns_engine, verified):
+                yield
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
 
     app = FastAPI(title="Seq2Seq MT", version="0.1.0", lifespan=lifespan,
                   description="Self-hosted neural machine translation: a LibreTranslate-compatible API "
@@ -65,9 +78,12 @@ def create_app(settings: Settings | None = None, engine: TranslationEngine | Non
                               "scores and attention. See docs/service.md.")
     app.state.engine = engine
     app.state.settings = settings
+    app.state.api_keys = api_keys
     app.include_router(routes_libre.router)
     app.include_router(routes_native.router)
     app.include_router(routes_ops.router)
+    if settings.metrics_port is None:
+        app.include_router(routes_ops.metrics_router)
     app.include_router(routes_web.router)
     _add_error_handlers(app, engine)
     if settings.cors_origins:
@@ -76,6 +92,27 @@ def create_app(settings: Settings | None = None, engine: TranslationEngine | Non
                            expose_headers=["X-Request-ID", "X-Queue-Time-Ms", "X-Inference-Time-Ms", "Retry-After"])
     app.add_middleware(RequestContextMiddleware, metrics=engine.metrics, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+@contextlib.asynccontextmanager
+async def _engine_life(engine: TranslationEngine, owns_engine: bool,
+                       verified: tuple[list[VerifiedModel], dict[str, str]] | None) -> AsyncIterator[None]:
+    """Verify (fast, before listening), load in the background, and at shutdown drain the engine it made."""
+    loader = None
+    if engine.status == "starting":
+        try:
+            checked = verified or engine.verify()
+        except ModelLoadError as error:
+            log.critical("cannot start: %s", error)
+            raise
+        loader = asyncio.get_running_loop().run_in_executor(None, _load, engine, checked)
+    yield
+    if loader is not None:
+        with contextlib.suppress(Exception):
+            await loader
+    if owns_engine:
+        log.info("shutting down: draining the batch queue")
+        await asyncio.get_running_loop().run_in_executor(None, engine.stop)
 
 
 def _load(engine: TranslationEngine, checked: tuple[list[VerifiedModel], dict[str, str]]) -> None:
@@ -94,11 +131,17 @@ def _add_error_handlers(app: FastAPI, engine: TranslationEngine) -> None:
     def error(request: Request, status: int, message: str, reason: str, headers: dict | None = None) -> Response:
         request.state.log["error"] = reason
         metrics.rejections.labels(reason).inc()
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
+        return JSONResponse({"error": _printable(message)}, status_code=status, headers=headers)
 
     @app.exception_handler(EngineError)
     async def engine_error(request: Request, exc: EngineError) -> Response:
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+        headers = {}
+        if isinstance(exc, (Overloaded, RateLimited)):
+            headers["Retry-After"] = str(exc.retry_after_s)
+        elif isinstance(exc, (NotReady, ShuttingDown)):  # loading, or going away: another replica, or later
+            headers["Retry-After"] = str(app.state.settings.retry_after_s)
+        if isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = "Bearer"
         return error(request, STATUS.get(type(exc), 500), str(exc), exc.reason, headers)
 
     @app.exception_handler(ClientDisconnected)
@@ -116,4 +159,9 @@ def _add_error_handlers(app: FastAPI, engine: TranslationEngine) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         request.state.log["error"] = "http"
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse({"error": _printable(str(exc.detail))}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _printable(message: str) -> str:
+    """A message that JSON can carry as UTF-8 (one that quotes a client's lone surrogate would not encode)."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -1,15 +1,18 @@
-"""Shared pieces of the routes: the engine dependency, the API-key seam, running a job until the client leaves."""
+"""Shared pieces of the routes: the engine dependency, API keys, running a job until the client leaves."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.message
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response
 
+from service.auth import KeyRing
 from service.config import Settings
 from service.engine import JobResult, TranslationEngine, TranslationJob
+from service.errors import Unauthorized
 
 
 class ClientDisconnected(Exception):
@@ -24,9 +27,39 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def check_api_key(settings: Settings, api_key: str | None) -> None:
-    """API keys are not enforced yet; the keys issue raises ``service.errors.Forbidden`` (403) here."""
-    del settings, api_key
+def check_api_key(request: Request, body_key: str | None = None) -> None:
+    """With API keys configured: the key from ``Authorization: Bearer`` (else ``body_key``, LibreTranslate's
+    ``api_key`` field) must be a configured one (401 none, 403 unknown) with requests left (429)."""
+    keys: KeyRing | None = request.app.state.api_keys
+    if keys is None:
+        return
+    key = keys.authenticate(_bearer_token(request) or body_key)
+    request.state.log["api_key"] = key.id
+    keys.admit(key)
+
+
+async def require_api_key(request: Request) -> None:
+    """The dependency form of ``check_api_key`` (header only), for routes whose body has no api_key field."""
+    check_api_key(request)
+
+
+async def require_json(request: Request) -> None:
+    """415 unless the body is declared as JSON (the native API does not guess)."""
+    message = email.message.Message()
+    message["content-type"] = request.headers.get("content-type", "")
+    subtype = message.get_content_subtype()
+    if message.get_content_maintype() != "application" or not (subtype == "json" or subtype.endswith("+json")):
+        raise HTTPException(415, "Content-Type must be application/json")
+
+
+def _bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer <API key>'")
+    return token.strip()
 
 
 async def run_job(request: Request, response: Response, engine: TranslationEngine, job: TranslationJob) -> JobResult:

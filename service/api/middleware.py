@@ -5,6 +5,7 @@ Pure ASGI (not BaseHTTPMiddleware) so that the route still sees the client's dis
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -65,6 +66,15 @@ class RequestContextMiddleware:
                 await _json_response(send_with_id, 413, {"error": f"request body exceeds {self.max_body_bytes} bytes"})
             else:
                 await self.app(scope, _replay(body, receive), send_with_id)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when its graceful-shutdown timeout ends (a client's
+            # disconnect arrives as a message, not as a cancellation). Answer 503 instead of letting uvicorn
+            # log a traceback and send a bare 500; the task then ends normally, as uvicorn wants.
+            self.metrics.rejections.labels("shutting_down").inc()
+            state["log"]["error"] = "shutting_down"
+            if not status["started"]:
+                await _json_response(send_with_id, 503, {"error": "the service shut down before the request was "
+                                                                  "finished"})
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
             self.metrics.rejections.labels("internal").inc()

@@ -21,7 +21,7 @@ from service.api.schemas import (
     LibreTranslateRequest,
     LibreTranslateResponse,
 )
-from service.engine import TranslationEngine, TranslationJob
+from service.engine import TranslationEngine, TranslationJob, check_unicode
 from service.errors import InvalidJob, NotReady
 
 router = APIRouter(tags=["LibreTranslate-compatible"])
@@ -29,8 +29,11 @@ router = APIRouter(tags=["LibreTranslate-compatible"])
 Body = TypeVar("Body", bound=BaseModel)
 
 ERRORS = {400: {"model": ErrorResponse, "description": "Invalid request"},
-          403: {"model": ErrorResponse, "description": "Banned / invalid API key (not enforced yet)"},
-          429: {"model": ErrorResponse, "description": "Queue full: retry after the Retry-After header's seconds"},
+          401: {"model": ErrorResponse, "description": "API keys are configured and the request carries none"},
+          403: {"model": ErrorResponse, "description": "Invalid API key"},
+          413: {"model": ErrorResponse, "description": "Request body larger than MT_MAX_BODY_BYTES"},
+          429: {"model": ErrorResponse, "description": "Queue full, or the API key's rate limit reached: retry "
+                                                       "after the Retry-After header's seconds"},
           500: {"model": ErrorResponse, "description": "Translation error"},
           503: {"model": ErrorResponse, "description": "Models loading or shutting down"},
           504: {"model": ErrorResponse, "description": "Could not finish before the request's deadline"}}
@@ -46,18 +49,25 @@ def _form_or_json_body(schema: type[BaseModel]) -> dict:
 
 
 async def parse_body(request: Request, schema: type[Body]) -> Body:
-    """A JSON or form body validated against ``schema``; LibreTranslate-style 400 messages."""
+    """A JSON or form body, its API key checked, validated against ``schema``; LibreTranslate-style 400s.
+
+    The key is checked before the fields, so a client without a valid key learns nothing about them.
+    """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             form = await request.form()
             data = {key: (values if len(values := form.getlist(key)) > 1 else values[0]) for key in form.keys()}
         else:
-            data = await request.json()
-    except ValueError as error:
+            data = await request.json()  # any other (or no) content type is read as JSON, like LibreTranslate
+    except ValueError as error:  # invalid JSON or UTF-8
         raise InvalidJob(f"Invalid request: body is neither valid JSON nor a form ({error})") from error
+    except RecursionError as error:
+        raise InvalidJob("Invalid request: the JSON body is nested too deeply") from error
     if not isinstance(data, dict):
         raise InvalidJob("Invalid request: the body must be a JSON object")
+    api_key = data.get("api_key")
+    check_api_key(request, api_key if isinstance(api_key, str) else None)
     try:
         return schema.model_validate(data)
     except ValidationError as error:
@@ -74,7 +84,6 @@ async def parse_body(request: Request, schema: type[Body]) -> Body:
 async def translate(request: Request, response: Response,
                     engine: TranslationEngine = Depends(get_engine)) -> LibreTranslateResponse:
     body = await parse_body(request, LibreTranslateRequest)
-    check_api_key(engine.settings, body.api_key)
     single = isinstance(body.q, str)
     texts = [body.q] if single else body.q
     if not texts:
@@ -100,11 +109,11 @@ async def translate(request: Request, response: Response,
              summary="Detect the language of a text, among the served source languages")
 async def detect(request: Request, engine: TranslationEngine = Depends(get_engine)) -> list[DetectedLanguage]:
     body = await parse_body(request, LibreDetectRequest)
-    check_api_key(engine.settings, body.api_key)
     if not engine.ready:
         raise NotReady("models are still loading")
     if len(body.q) > engine.settings.max_text_chars:
         raise InvalidJob(f"Invalid request: q has more than {engine.settings.max_text_chars} characters")
+    check_unicode(body.q, "q")
     return [DetectedLanguage(confidence=round(100 * d.confidence, 1), language=d.language)
             for d in engine.detect(body.q)]
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from service.api.deps import get_engine, run_job
+from service.api.deps import get_engine, require_api_key, require_json, run_job
 from service.api.routes_libre import ERRORS
 from service.api.schemas import (
     Alternative,
     DetectedLanguageNative,
+    ErrorResponse,
     SentenceAttention,
     SentenceScore,
     Timing,
@@ -24,7 +25,9 @@ router = APIRouter(prefix="/v1", tags=["native"])
 WEIGHT_DECIMALS = 4
 
 
-@router.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True, responses=ERRORS,
+@router.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True,
+             responses={**ERRORS, 415: {"model": ErrorResponse, "description": "Body not declared as JSON"}},
+             dependencies=[Depends(require_api_key), Depends(require_json)],
              summary="Translate texts with n-best lists, scores and attention")
 async def translate(body: TranslateRequest, request: Request, response: Response,
                     engine: TranslationEngine = Depends(get_engine)) -> TranslateResponse:

@@ -1,4 +1,5 @@
-"""Operations endpoints: liveness, readiness, Prometheus metrics."""
+"""Operations endpoints: liveness, readiness, Prometheus metrics (``metrics_router``: on the API port unless
+MT_METRICS_PORT moves them to a port of their own). None of them needs an API key."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from service.api.schemas import HealthResponse
 from service.engine import TranslationEngine
 
 router = APIRouter(tags=["operations"])
+metrics_router = APIRouter(tags=["operations"])
 
 
 @router.get("/health/live", response_model=HealthResponse, summary="The process is up (models may be loading)")
@@ -27,6 +29,6 @@ async def ready(engine: TranslationEngine = Depends(get_engine)) -> JSONResponse
     return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if engine.ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(engine: TranslationEngine = Depends(get_engine)) -> Response:
     return Response(engine.metrics.render(), media_type=engine.metrics.content_type)

@@ -23,7 +23,8 @@ class LibreTranslateRequest(BaseModel):
     target: str = Field(description="Target language code.", examples=["en"])
     format: Literal["text", "html"] = Field("text", description="`html`: translate text nodes, keep the markup.")
     alternatives: int = Field(0, ge=0, description="Number of alternative translations to return as well.")
-    api_key: str | None = Field(None, description="Accepted for compatibility; not checked yet.")
+    api_key: str | None = Field(None, description="API key, when the service requires keys (the "
+                                                  "`Authorization: Bearer` header is the alternative).")
 
 
 class DetectedLanguage(BaseModel):
@@ -53,9 +54,10 @@ class LanguageEntry(BaseModel):
 # ---- native API ---------------------------------------------------------------------------------------------------
 
 class TranslateRequest(BaseModel):
-    """POST /v1/translate."""
+    """POST /v1/translate. Strict: unknown fields and values of the wrong JSON type (``"beam_size": "5"``,
+    ``"return_scores": 1``) are refused rather than coerced."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     texts: list[str] = Field(min_length=1, description="Texts to translate; each may hold several sentences.",
                              examples=[["Ein Mann fährt Fahrrad. Zwei Hunde spielen im Schnee."]])

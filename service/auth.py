@@ -1,0 +1,133 @@
+"""API keys and per-key rate limits. Nothing here knows about HTTP: the API maps the errors to 401/403/429.
+
+Keys come from ``MT_API_KEYS`` and/or ``MT_API_KEYS_FILE``; with neither, no key is needed and nothing is
+limited. Only the SHA-256 digest of each key is kept. A presented key is hashed and compared with *every*
+stored digest by ``hmac.compare_digest`` (no early exit), so the time a check takes does not depend on which
+key matched, on how much of a key was right, or on its length.
+
+Each key has a token bucket: ``burst`` requests at once, refilled at ``per_minute / 60`` tokens per second.
+Buckets exist only for configured keys, so their number is bounded (unknown keys never get one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.config import Settings
+from service.errors import Forbidden, RateLimited, Unauthorized
+
+
+class ApiKeyConfigError(ValueError):
+    """MT_API_KEYS or MT_API_KEYS_FILE cannot be used (the message never contains a key)."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str  # "key-" + 8 hex digits of the key's SHA-256: names the key in logs without revealing it
+    digest: bytes
+    per_minute: float  # 0 = no limit
+
+
+class TokenBucket:
+    def __init__(self, capacity: float, per_second: float, now: float) -> None:
+        self.capacity = capacity
+        self.per_second = per_second
+        self.tokens = capacity
+        self.updated = now
+
+    def take(self, now: float) -> float:
+        """Take one token: 0.0 if there was one, else the seconds until there will be one."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_second)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.per_second
+
+
+class KeyRing:
+    def __init__(self, keys: list[ApiKey], burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if not keys:
+            raise ApiKeyConfigError("no API keys")
+        self.keys = keys
+        self._clock = clock
+        now = clock()
+        self._buckets = {key.id: TokenBucket(burst, key.per_minute / 60, now) for key in keys if key.per_minute}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing | None:
+        """The configured keys, or None when no key is configured (then the API is open)."""
+        entries = [(key, settings.rate_limit_per_minute) for key in settings.api_keys]
+        if settings.api_keys_file is not None:
+            entries += _read_keys_file(settings.api_keys_file, settings.rate_limit_per_minute)
+        if not entries:
+            return None
+        keys: dict[bytes, ApiKey] = {}
+        for number, (secret, per_minute) in enumerate(entries, 1):
+            if not secret.isascii() or not secret.isprintable() or " " in secret:
+                raise ApiKeyConfigError(f"API key number {number} has characters other than printable ASCII")
+            digest = _digest(secret)
+            keys[digest] = ApiKey("key-" + digest.hex()[:8], digest, per_minute)  # a repeated key: the last wins
+        return cls(list(keys.values()), settings.rate_limit_burst)
+
+    def authenticate(self, presented: str | None) -> ApiKey:
+        """The key matching ``presented``; raises Unauthorized (none given) or Forbidden (no match)."""
+        if not presented:
+            raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' (or api_key)")
+        digest = _digest(presented)
+        match = None
+        for key in self.keys:  # every key, every time: no early exit
+            if hmac.compare_digest(digest, key.digest):
+                match = key
+        if match is None:
+            raise Forbidden("invalid API key")
+        return match
+
+    def admit(self, key: ApiKey) -> None:
+        """Count one request against ``key``'s rate; raises RateLimited when its bucket is empty."""
+        bucket = self._buckets.get(key.id)
+        if bucket is None:
+            return
+        with self._lock:
+            wait = bucket.take(self._clock())
+        if wait:
+            raise RateLimited(f"rate limit of {key.per_minute:g} requests per minute exceeded for this API key",
+                              max(1, math.ceil(wait)))
+
+
+def _digest(secret: str) -> bytes:
+    # surrogatepass: a JSON "\ud800" escape must be compared (and fail), not crash the encoder
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+def _read_keys_file(path: Path, default_per_minute: float) -> list[tuple[str, float]]:
+    """``KEY`` or ``KEY REQUESTS_PER_MINUTE`` per line; blank lines and ``#`` comments are skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ApiKeyConfigError(f"cannot read MT_API_KEYS_FILE {path}: {error}") from error
+    entries = []
+    for number, line in enumerate(lines, 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) > 2:
+            raise ApiKeyConfigError(f"{path} line {number}: expected 'KEY [REQUESTS_PER_MINUTE]'")
+        try:
+            per_minute = float(fields[1]) if len(fields) == 2 else default_per_minute
+        except ValueError:
+            per_minute = -1.0
+        if not per_minute >= 0 or math.isinf(per_minute):
+            raise ApiKeyConfigError(f"{path} line {number}: the rate must be a number of requests per minute >= 0")
+        entries.append((fields[0], per_minute))
+    if not entries:
+        raise ApiKeyConfigError(f"MT_API_KEYS_FILE {path} holds no key")
+    return entries

@@ -1,0 +1,93 @@
+"""Broken model directories: a clear start-up error naming the file, or (MT_SKIP_BROKEN_MODELS) the other
+models keep serving. The corrupted-decoder case and the CLI's exit status are in test_api.py and test_cli.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from service_helpers import serve_in_thread, settings_for, wait_until
+
+from service.api import create_app
+from service.model_card import read_card, write_card
+from service.registry import ModelLoadError, verify_models
+
+
+def break_tokenizer(model: Path) -> str:
+    (model / "sentencepiece.model").unlink()
+    return r"sentencepiece\.model is missing"
+
+
+def break_card_json(model: Path) -> str:
+    (model / "model.json").write_text('{"id": "en-de", "files": ', encoding="utf-8")
+    return r"model\.json is not valid JSON"
+
+
+def remove_card(model: Path) -> str:
+    (model / "model.json").unlink()
+    return r"model\.json is missing"
+
+
+def truncate_encoder(model: Path) -> str:
+    encoder = model / read_card(model)["files"]["encoder"]
+    encoder.write_bytes(encoder.read_bytes()[:1000])
+    return rf"{encoder.name} is corrupted"
+
+
+def drop_card_field(model: Path) -> str:
+    card = json.loads((model / "model.json").read_text(encoding="utf-8"))
+    del card["vocabulary"]
+    (model / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    return r"model\.json has no 'vocabulary'"
+
+
+FAULTS = [break_tokenizer, break_card_json, remove_card, truncate_encoder, drop_card_field]
+
+
+@pytest.fixture
+def models(served_models_dir, tmp_path) -> Path:
+    root = tmp_path / "models"
+    shutil.copytree(served_models_dir, root)
+    return root
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__)
+def test_a_broken_file_stops_start_up_naming_it(models, fault):
+    pattern = fault(models / "en-de")
+    with pytest.raises(ModelLoadError, match=rf"en-de.*{pattern}"):
+        verify_models(settings_for(models))
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__)
+def test_with_skip_broken_models_the_others_keep_serving(models, fault):
+    pattern = fault(models / "en-de")
+    verified, broken = verify_models(settings_for(models, skip_broken_models=True))
+    assert [v.path.name for v in verified] == ["de-en"]
+    assert list(broken) == ["en-de"] and re.search(pattern, broken["en-de"])
+
+
+def test_an_unloadable_graph_with_a_valid_checksum(models):
+    """A graph that passes its (re-signed) checksum but that onnxruntime cannot load: readiness stays 503 and
+    names the file, or, with MT_SKIP_BROKEN_MODELS, the other models serve and /health/ready lists it."""
+    model = models / "en-de"
+    card = read_card(model)
+    (model / card["files"]["decoder"]).write_bytes(b"not an onnx graph")
+    write_card(model, {k: v for k, v in card.items() if k != "sha256"})  # checksums match the garbage now
+
+    with serve_in_thread(create_app(settings_for(models))) as url:
+        wait_until(lambda: httpx.get(f"{url}/health/ready").json()["status"] == "failed", "loading to fail")
+        ready = httpx.get(f"{url}/health/ready")
+        assert ready.status_code == 503 and "en-de" in ready.json()["error"]
+        assert card["files"]["decoder"] in ready.json()["error"]
+        refused = httpx.post(f"{url}/translate", json={"q": "Hallo", "source": "de", "target": "en"})
+        assert refused.status_code == 503 and "Retry-After" in refused.headers
+
+    with serve_in_thread(create_app(settings_for(models, skip_broken_models=True))) as url:
+        wait_until(lambda: httpx.get(f"{url}/health/ready").status_code == 200, "readiness")
+        ready = httpx.get(f"{url}/health/ready").json()
+        assert ready["models"] == ["de-en"] and card["files"]["decoder"] in ready["broken_models"]["en-de"]
+        assert httpx.post(f"{url}/translate", json={"q": "Hallo", "source": "de", "target": "en"}).status_code == 200
