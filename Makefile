@@ -9,7 +9,7 @@ PORT ?= 8000
 CONFIG ?= training/configs/de-en.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-serve serve test test-slow test-deploy train export evaluate ablation lock clean
+.PHONY: help setup setup-serve serve test test-slow test-deploy loadtest bench train export evaluate ablation lock clean
 
 help:
 	@echo "make serve              set up .venv (serving runtime) and start the API on $(HOST):$(PORT)"
@@ -17,6 +17,8 @@ help:
 	@echo "make test-deploy        build and check the container, monitoring and manifests (root, podman)"
 	@echo "make train CONFIG=...   train a model from scratch (resumes if interrupted)"
 	@echo "make export RUN=runs/de-en OUT=models/de-en   export, check parity, evaluate"
+	@echo "make loadtest [URL=...] locust at increasing concurrency -> loadtest/reports/"
+	@echo "make bench              engine and service benchmarks (ratios measured side by side)"
 	@echo "make ablation           cell/attention ablation study (~90 min on 2 cores) -> docs/ablation.md"
 
 $(BIN)/python:
@@ -42,6 +44,18 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+URL ?=
+LOADTEST_ARGS ?=
+BENCH_ARGS ?=
+
+# Locust at 1, 8, 32, 64 users against a service it starts (or URL=...): report in loadtest/reports/<time>/.
+loadtest: setup
+	$(BIN)/python -m loadtest.run $(if $(URL),--url $(URL),--models-dir $(MODELS_DIR)) $(LOADTEST_ARGS)
+
+# Engine (PyTorch / ONNX fp32 / int8 by batch size) and service (batching on vs off) benchmarks: docs/performance.md.
+bench: setup
+	$(BIN)/python -m bench.run --model-dir $(MODELS_DIR)/de-en --out bench/results $(BENCH_ARGS)
 
 # Container checks: podman build + run + probes, Prometheus, hadolint, compose, kustomize (root; see docs/deployment.md).
 test-deploy:

@@ -94,6 +94,25 @@ def pad_batch(sequences: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, 
     return ids, lengths
 
 
+def _top_k(candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices [N, k] and values [N, k] of the k largest entries of each row of candidates [N, C], best first
+    (ties: lowest index first).
+
+    k argmax passes, each masking the winner: for the small k of the search (2 x beam) this is far cheaper than
+    ``argpartition`` over rows of beam x vocabulary entries. ``candidates`` is restored before returning.
+    """
+    rows = np.arange(len(candidates))
+    top = np.empty((len(candidates), k), dtype=np.int64)
+    values = np.empty((len(candidates), k), dtype=candidates.dtype)
+    for i in range(k):
+        top[:, i] = candidates.argmax(axis=1)
+        values[:, i] = candidates[rows, top[:, i]]
+        candidates[rows, top[:, i]] = -np.inf
+    for i in reversed(range(k)):  # reverse order: a row with fewer than k finite entries repeats an index
+        candidates[rows, top[:, i]] = values[:, i]
+    return top, values
+
+
 def search(model: StepModel, sources: list[list[int]], options: SearchOptions) -> list[list[Hypothesis]]:
     """Translate a batch of tokenized sources; returns the n-best hypotheses of each, best first.
 
@@ -123,17 +142,14 @@ def search(model: StepModel, sources: list[list[int]], options: SearchOptions) -
         n_alive = len(row_sentence) // beam
         candidates = (scores[:, None] + log_probs).reshape(n_alive, beam * vocab)
         # 2 * beam candidates are enough to find `beam` that do not end in </s>.
-        k = min(2 * beam, candidates.shape[1])
-        top = np.argpartition(-candidates, k - 1, axis=1)[:, :k]
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(candidates, top, 1), axis=1, kind="stable"), 1)
+        top, top_scores = _top_k(candidates, min(2 * beam, candidates.shape[1]))
 
         keep_rows, keep_tokens, keep_scores, keep_alive_sentence = [], [], [], []
         for group in range(n_alive):
             sentence_index = row_sentence[group * beam]
             sentence = sentences[sentence_index]
             kept = 0
-            for flat in top[group]:
-                score = candidates[group, flat]
+            for flat, score in zip(top[group], top_scores[group]):
                 if score == -np.inf:
                     break
                 row = group * beam + flat // vocab
@@ -171,6 +187,7 @@ def search(model: StepModel, sources: list[list[int]], options: SearchOptions) -
             keep_alive_sentence.append(sentence_index)
 
         rows = np.array(keep_rows, dtype=np.int64)
+        previous_row_sentence = row_sentence
         row_sentence = np.repeat(np.array(keep_alive_sentence, dtype=np.int64), beam)
         tokens = np.concatenate([tokens[rows], np.array(keep_tokens, dtype=np.int64)[:, None]], axis=1)
         if options.return_attention and weights is not None:
@@ -179,7 +196,9 @@ def search(model: StepModel, sources: list[list[int]], options: SearchOptions) -
             attention = attention[rows]
         scores = np.array(keep_scores, dtype=np.float64)
         state = state[rows]
-        encoded = encoded.select(rows)
+        # Beams are only reordered within their sentence, so the encoder rows change only when a sentence is done.
+        if not np.array_equal(row_sentence, previous_row_sentence):
+            encoded = encoded.select(rows)
         prev = tokens[:, -1] if len(rows) else prev[:0]
 
     results = []
