@@ -61,6 +61,19 @@ def serve_in_thread(app) -> Iterator[str]:
         sock.close()
 
 
+@contextlib.contextmanager
+def running_service(models_dir: Path, **overrides) -> Iterator[str]:
+    """A loaded engine behind the real app under uvicorn; yields the base URL and stops the engine after."""
+    from service.api.app import create_app
+
+    engine = loaded_engine(models_dir, **overrides)
+    try:
+        with serve_in_thread(create_app(engine.settings, engine)) as url:
+            yield url
+    finally:
+        engine.stop()
+
+
 class Gate:
     """Stands in for a model's SentenceTranslator: holds every decoder batch until ``open()``, and records
     the sources each batch decoded (so a test can tell which sentences were never decoded)."""

@@ -10,7 +10,7 @@ import threading
 
 import httpx
 import pytest
-from service_helpers import loaded_engine, metric_value, serve_in_thread, settings_for, wait_until
+from service_helpers import metric_value, running_service, serve_in_thread, settings_for, wait_until
 
 from service.api import app as app_module
 from service.api import create_app
@@ -21,12 +21,8 @@ LIMITS = {"max_texts": 5, "max_text_chars": 300, "max_request_chars": 1000, "max
 
 @pytest.fixture(scope="module")
 def server(served_models_dir):
-    engine = loaded_engine(served_models_dir, **LIMITS)
-    try:
-        with serve_in_thread(create_app(engine.settings, engine)) as url:
-            yield url
-    finally:
-        engine.stop()
+    with running_service(served_models_dir, **LIMITS) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
-from service_helpers import loaded_engine, metric_value, serve_in_thread
+from service_helpers import metric_value, running_service
 
 from service.api import create_app
 from service.config import Settings
@@ -32,12 +32,8 @@ LIMITS = {"max_texts": 4, "max_text_chars": 200, "max_request_chars": 400, "max_
 
 @pytest.fixture(scope="module")
 def server(served_models_dir):
-    engine = loaded_engine(served_models_dir, **LIMITS)
-    try:
-        with serve_in_thread(create_app(engine.settings, engine)) as url:
-            yield url
-    finally:
-        engine.stop()
+    with running_service(served_models_dir, **LIMITS) as url:
+        yield url
 
 
 # The schema, made by the app without loading any model (it does not depend on them), so that pytest can

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import loaded_engine, serve_in_thread
+from service_helpers import running_service
 
-from service.api import create_app
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -45,12 +44,8 @@ def server(request):
     """The service on a free loopback port: the tiny de-en/en-de models (or $MT_WEB_MODELS_DIR)."""
     models_dir = os.environ.get("MT_WEB_MODELS_DIR")
     models_dir = Path(models_dir) if models_dir else request.getfixturevalue("served_models_dir")
-    engine = loaded_engine(models_dir, max_text_chars=MAX_TEXT_CHARS)
-    try:
-        with serve_in_thread(create_app(engine.settings, engine)) as url:
-            yield url
-    finally:
-        engine.stop()
+    with running_service(models_dir, max_text_chars=MAX_TEXT_CHARS) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
