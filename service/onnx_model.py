@@ -43,33 +43,15 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     return options
 
 
-class OnnxSeq2Seq:
-    """Implements ``service.decoding.StepModel`` over the two exported graphs of one model directory."""
+class OnnxGraphs:
+    """Implements ``service.decoding.StepModel`` over an encoder and a decoder-step onnxruntime session."""
 
-    def __init__(self, model_dir: Path, providers: list[str] | None = None, quantized: bool = False,
-                 threads: int = 0, verify: bool = True) -> None:
-        self.model_dir = Path(model_dir)
-        self.card = read_card(self.model_dir)
-        if verify:
-            verify_files(self.model_dir, self.card)
-        files = self.card["files"]
-        if quantized and "decoder_int8" not in files:
-            raise ModelCardError(f"{self.model_dir} ships no int8 decoder")
-        providers = providers or ["CPUExecutionProvider"]
-        options = session_options(threads)
-        self.encoder = ort.InferenceSession(str(self.model_dir / files["encoder"]), options, providers=providers)
-        decoder_file = files["decoder_int8" if quantized else "decoder"]
-        self.decoder = ort.InferenceSession(str(self.model_dir / decoder_file), options, providers=providers)
-        self.tokenizer = spm.SentencePieceProcessor(model_file=str(self.model_dir / files["tokenizer"]))
-        vocab = self.card["vocabulary"]
-        self.bos_id, self.eos_id, self.pad_id = vocab["bos_id"], vocab["eos_id"], vocab["pad_id"]
-        self.quantized = quantized
-        self._decoder_inputs = {i.name for i in self.decoder.get_inputs()}
-        self._decoder_outputs = [o.name for o in self.decoder.get_outputs()]
-
-    @property
-    def id(self) -> str:
-        return self.card["id"]
+    def __init__(self, encoder: ort.InferenceSession, decoder: ort.InferenceSession, bos_id: int, eos_id: int,
+                 pad_id: int = 0) -> None:
+        self.encoder, self.decoder = encoder, decoder
+        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self._decoder_inputs = {i.name for i in decoder.get_inputs()}
+        self._decoder_outputs = [o.name for o in decoder.get_outputs()]
 
     def encode(self, src: np.ndarray, lengths: np.ndarray) -> Encoded:
         memory, keys, mask, state = self.encoder.run(None, {"src_tokens": src, "src_lengths": lengths})
@@ -82,3 +64,30 @@ class OnnxSeq2Seq:
         outputs = dict(zip(self._decoder_outputs,
                            self.decoder.run(None, {k: v for k, v in feeds.items() if k in self._decoder_inputs})))
         return outputs["log_probs"], outputs["new_state"], outputs.get("attention")
+
+
+class OnnxSeq2Seq(OnnxGraphs):
+    """One exported model directory: checksum-verified graphs, tokenizer and model card."""
+
+    def __init__(self, model_dir: Path, providers: list[str] | None = None, quantized: bool = False,
+                 threads: int = 0, verify: bool = True) -> None:
+        self.model_dir = Path(model_dir)
+        self.card = read_card(self.model_dir)
+        if verify:
+            verify_files(self.model_dir, self.card)
+        files = self.card["files"]
+        if quantized and "decoder_int8" not in files:
+            raise ModelCardError(f"{self.model_dir} ships no int8 decoder")
+        providers = providers or ["CPUExecutionProvider"]
+        options = session_options(threads)
+        encoder = ort.InferenceSession(str(self.model_dir / files["encoder"]), options, providers=providers)
+        decoder_file = files["decoder_int8" if quantized else "decoder"]
+        decoder = ort.InferenceSession(str(self.model_dir / decoder_file), options, providers=providers)
+        vocab = self.card["vocabulary"]
+        super().__init__(encoder, decoder, vocab["bos_id"], vocab["eos_id"], vocab["pad_id"])
+        self.tokenizer = spm.SentencePieceProcessor(model_file=str(self.model_dir / files["tokenizer"]))
+        self.quantized = quantized
+
+    @property
+    def id(self) -> str:
+        return self.card["id"]

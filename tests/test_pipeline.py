@@ -3,12 +3,13 @@
 import json
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
 from service.decoding import SearchOptions
 from service.model_card import read_card, verify_files
-from service.onnx_model import OnnxSeq2Seq
+from service.onnx_model import OnnxGraphs, OnnxSeq2Seq
 from service.pipeline import SentenceTranslator
 from training.export import export_graphs, greedy_agreement, logprob_parity
 from training.model import ModelConfig, Seq2Seq
@@ -70,32 +71,15 @@ def test_int8_decoder_runs(tiny_model_dir):
     ("lstm", "bahdanau", False), ("rnn", "none", False), ("gru", "luong_dot", True), ("lstm", "luong_general", False),
 ])
 def test_every_architecture_exports_with_parity(tmp_path, cell, attention, input_feeding):
-    from service.model_card import write_card
-
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=50, cell=cell, attention=attention, embedding_dim=16, encoder_hidden=8,
                          decoder_hidden=16, attention_dim=8, input_feeding=input_feeding, decoder_layers=2,
                          encoder_layers=2)
     model = Seq2Seq(config).eval()
     export_graphs(model, tmp_path)
-    # A minimal card so OnnxSeq2Seq can load the graphs (the tokenizer is not used here).
-    (tmp_path / "sentencepiece.model").write_bytes(b"")
-    write_card(tmp_path, {"id": "x-y", "files": {"encoder": "encoder.onnx", "decoder": "decoder.onnx",
-                                                "tokenizer": "sentencepiece.model"},
-                          "vocabulary": {"bos_id": 2, "eos_id": 3, "pad_id": 0}})
-    onnx_model = OnnxSeq2Seq.__new__(OnnxSeq2Seq)
-    _load_graphs_only(onnx_model, tmp_path)
+    onnx_model = OnnxGraphs(ort.InferenceSession(str(tmp_path / "encoder.onnx")),
+                            ort.InferenceSession(str(tmp_path / "decoder.onnx")), bos_id=2, eos_id=3)
     rng = np.random.default_rng(0)
     sources = [list(rng.integers(4, 50, size=n)) + [3] for n in (1, 3, 6, 9, 12, 2, 7)]
     assert logprob_parity(model, onnx_model, sources, batch_size=4) <= 1e-4
     assert greedy_agreement(model, onnx_model, sources, batch_size=4) == len(sources)
-
-
-def _load_graphs_only(onnx_model: OnnxSeq2Seq, model_dir):
-    import onnxruntime as ort
-
-    onnx_model.encoder = ort.InferenceSession(str(model_dir / "encoder.onnx"))
-    onnx_model.decoder = ort.InferenceSession(str(model_dir / "decoder.onnx"))
-    onnx_model.bos_id, onnx_model.eos_id, onnx_model.pad_id = 2, 3, 0
-    onnx_model._decoder_inputs = {i.name for i in onnx_model.decoder.get_inputs()}
-    onnx_model._decoder_outputs = [o.name for o in onnx_model.decoder.get_outputs()]

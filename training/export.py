@@ -25,7 +25,7 @@ from torch import nn
 from service.decoding import SearchOptions, pad_batch, search
 from service.model_card import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, read_card,
                                 write_card)
-from service.onnx_model import OnnxSeq2Seq
+from service.onnx_model import OnnxGraphs, OnnxSeq2Seq
 from training.data import LICENCE_NOTE, MULTI30K_COMMIT
 from training.model import ModelConfig, Seq2Seq, count_parameters
 from training.torch_step_model import TorchStepModel
@@ -90,7 +90,7 @@ def export_graphs(model: Seq2Seq, out_dir: Path) -> None:
         onnx.checker.check_model(str(out_dir / name))
 
 
-def logprob_parity(model: Seq2Seq, onnx_model: OnnxSeq2Seq, sources: list[list[int]], batch_size: int = 32,
+def logprob_parity(model: Seq2Seq, onnx_model: OnnxGraphs, sources: list[list[int]], batch_size: int = 32,
                    steps: int = 8) -> float:
     """Max |log-prob diff| between PyTorch and ONNX over teacher-free decoding steps of padded batches."""
     torch_model = TorchStepModel(model)
@@ -109,7 +109,7 @@ def logprob_parity(model: Seq2Seq, onnx_model: OnnxSeq2Seq, sources: list[list[i
     return worst
 
 
-def greedy_agreement(model: Seq2Seq, onnx_model: OnnxSeq2Seq, sources: list[list[int]], batch_size: int = 64) -> int:
+def greedy_agreement(model: Seq2Seq, onnx_model: OnnxGraphs, sources: list[list[int]], batch_size: int = 64) -> int:
     """Number of sources whose greedy output is identical under PyTorch and ONNX."""
     torch_model, same = TorchStepModel(model), 0
     options = SearchOptions(beam_size=1)
