@@ -31,9 +31,10 @@ from loadtest.server import ServiceProcess, models_folder
 from service.model_card import read_card
 
 CONFIGS = {
-    "on": {},  # the service's defaults (MT_MAX_BATCH_SENTENCES=32, MT_MAX_WAIT_MS=10)
+    "on": {},  # the service's defaults (MT_MAX_BATCH_SENTENCES=32, MT_MAX_WAIT_MS=2)
     "off": {"MT_MAX_BATCH_SENTENCES": "1"},
     "nowait": {"MT_MAX_WAIT_MS": "0"},
+    "wait10": {"MT_MAX_WAIT_MS": "10"},  # the default before 2026-11-27
 }
 
 

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     # Dynamic batching and backpressure
     max_batch_sentences: int = Field(32, ge=1, description="Sentences per decoder batch.")
     max_batch_tokens: int = Field(4096, ge=1, description="Padded source tokens x beam size per decoder batch.")
-    max_wait_ms: float = Field(10.0, ge=0, description="How long the oldest queued sentence may wait for others "
+    max_wait_ms: float = Field(2.0, ge=0, description="How long the oldest queued sentence may wait for others "
                                                        "to join its batch.")
     max_queue_sentences: int = Field(2048, ge=1, description="Queued sentences beyond which requests get 429.")
     retry_after_s: int = Field(1, ge=1, description="Smallest Retry-After sent with 429 (grows with the queue).")
