@@ -71,10 +71,11 @@ class Corpus:
 
 
 def translate_bleu(model: Seq2Seq, tokenizer: spm.SentencePieceProcessor, pairs: list[tuple[str, str]],
-                   beam_size: int) -> tuple[float, list[str]]:
+                   beam_size: int) -> float:
+    """Corpus BLEU of the model's translations of ``pairs``, decoded by the service's own search."""
     translator = SentenceTranslator(TorchStepModel(model), tokenizer)
     hyps = [nbest[0].text for nbest in translator.translate([s for s, _ in pairs], SearchOptions(beam_size=beam_size))]
-    return sacrebleu.corpus_bleu(hyps, [[t for _, t in pairs]]).score, hyps
+    return sacrebleu.corpus_bleu(hyps, [[t for _, t in pairs]]).score
 
 
 def batch_loss(net: torch.nn.Module, batch, pad_id: int, label_smoothing: float) -> tuple[torch.Tensor, int, float]:
@@ -193,7 +194,7 @@ def train(config: RunConfig, run_dir: Path, data_dir: Path) -> dict:
         val_nll = val_bleu = None
         if ctx.is_main:
             val_nll = validation_loss(model, corpus, tc.max_tokens, ctx.device)
-            val_bleu, _ = translate_bleu(model, corpus.tokenizer, corpus.val_pairs, tc.validate_beam)
+            val_bleu = translate_bleu(model, corpus.tokenizer, corpus.val_pairs, tc.validate_beam)
         val_bleu = broadcast(val_bleu, ctx)
         scheduler.step(val_bleu)  # on every rank, so learning rates stay identical
         improved = val_bleu > state["best_bleu"]
