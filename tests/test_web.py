@@ -271,6 +271,35 @@ def test_api_and_network_errors_are_shown(web, client):
 
 
 @pytest.mark.browser
+def test_api_key_field_unlocks_a_service_that_requires_keys(browser, served_models_dir):
+    with running_service(served_models_dir, api_keys=["web-test-key"]) as url:
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.goto(url + "/")
+            expect(page.get_by_test_id("translate-button")).to_be_enabled()  # /languages needs no key
+            choose_pair(page, "de", "en")
+            page.get_by_test_id("source-input").fill(SENTENCE)
+            page.get_by_test_id("translate-button").click()
+            wait_for(page, "error")
+            expect(page.get_by_test_id("error-message")).to_contain_text("HTTP 401")
+
+            page.get_by_label("API key").fill("wrong-key")
+            page.get_by_test_id("translate-button").click()
+            expect(page.get_by_test_id("error-message")).to_contain_text("HTTP 403")
+
+            page.get_by_label("API key").fill("web-test-key")
+            page.get_by_test_id("translate-button").click()
+            wait_for(page, "done")
+            expected = httpx.post(url + "/v1/translate", headers={"Authorization": "Bearer web-test-key"},
+                                  json={"texts": [SENTENCE], "source": "de", "target": "en"}, timeout=60)
+            assert page.get_by_test_id("translation-output").inner_text().strip() == \
+                expected.json()["translations"][0]["text"]
+        finally:
+            context.close()
+
+
+@pytest.mark.browser
 def test_swap_reverses_the_pair_and_moves_the_translation_into_the_input(web, client):
     page = web.page
     choose_pair(page, "de", "en")

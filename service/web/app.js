@@ -137,7 +137,7 @@
     try {
       response = await fetch("v1/translate", {
         method: "POST", signal: controller.signal,
-        headers: {"Content-Type": "application/json", Accept: "application/json"},
+        headers: authorized({"Content-Type": "application/json", Accept: "application/json"}),
         body: JSON.stringify(body),
       });
     } catch (error) {  // no answer at all: network down, service stopped, or aborted by a newer request
@@ -160,6 +160,12 @@
     showError(message);
   }
 
+  // The key goes in an Authorization header (never in the URL or the page's storage).
+  function authorized(headers) {
+    const key = document.getElementById("api-key").value.trim();
+    return key ? {...headers, Authorization: `Bearer ${key}`} : headers;
+  }
+
   async function describeHttpError(response) {
     let message = response.statusText || "request failed";
     try {
@@ -169,6 +175,8 @@
     const code = response.status;
     switch (code) {
       case 400: return `The request was rejected (HTTP 400): ${message}`;
+      case 401: return `An API key is required (HTTP 401): ${message}. Enter it in the API key field.`;
+      case 403: return `The API key was refused (HTTP 403): ${message}`;
       case 413: return `The text is too large (HTTP 413): ${message}`;
       case 429: {
         const wait = response.headers.get("Retry-After");
