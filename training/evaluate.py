@@ -16,7 +16,7 @@ from pathlib import Path
 from sacrebleu.metrics import BLEU, CHRF
 
 from service.decoding import SearchOptions
-from service.model_card import read_card, write_card
+from service.model_card import write_card
 from service.onnx_model import OnnxSeq2Seq
 from service.pipeline import SentenceTranslator
 from training.data import fetch_multi30k, load_pairs
@@ -59,19 +59,23 @@ def translate_split(translator: SentenceTranslator, sources: list[str], beam: in
     return [nbest[0].text for nbest in results], len(sources) / (time.perf_counter() - started)
 
 
+def search_name(beam: int) -> str:
+    return "greedy" if beam == 1 else f"beam{beam}"
+
+
 def evaluate(model_dir: Path, data_dir: Path, splits: list[str], beams: list[int]) -> dict:
-    card = read_card(model_dir)
+    model = OnnxSeq2Seq(model_dir)
+    card = model.card
     src, tgt = card["source_language"], card["target_language"]
     length_penalty = card["decoding_defaults"]["length_penalty"]
-    model = OnnxSeq2Seq(model_dir)
     translator = SentenceTranslator(model, model.tokenizer)
+    pairs = {split: load_pairs(data_dir, split, src, tgt, clean=False) for split in splits}
     scores: dict = {}
     for split in splits:
-        pairs = load_pairs(data_dir, split, src, tgt, clean=False)
-        sources, references = [s for s, _ in pairs], [t for _, t in pairs]
+        sources, references = [s for s, _ in pairs[split]], [t for _, t in pairs[split]]
         for beam in beams:
             hypotheses, speed = translate_split(translator, sources, beam, length_penalty)
-            key = "greedy" if beam == 1 else f"beam{beam}"
+            key = search_name(beam)
             scores.setdefault(split, {})[key] = {**score(hypotheses, references, sources),
                                                  "sentences_per_second": round(speed, 1)}
             log.info("%s %s %s: %s", card["id"], split, key,
@@ -79,13 +83,12 @@ def evaluate(model_dir: Path, data_dir: Path, splits: list[str], beams: list[int
     card["scores"] = scores
 
     if "decoder_int8" in card["files"] and "test2016" in splits:
-        beam = max(beams)
-        key = "greedy" if beam == 1 else f"beam{beam}"
-        pairs = load_pairs(data_dir, "test2016", src, tgt, clean=False)
+        beam, key = max(beams), search_name(max(beams))
         int8 = OnnxSeq2Seq(model_dir, quantized=True)
-        hypotheses, speed = translate_split(SentenceTranslator(int8, int8.tokenizer), [s for s, _ in pairs], beam,
+        test = pairs["test2016"]
+        hypotheses, speed = translate_split(SentenceTranslator(int8, int8.tokenizer), [s for s, _ in test], beam,
                                             length_penalty)
-        int8_bleu = score(hypotheses, [t for _, t in pairs])["bleu"]
+        int8_bleu = score(hypotheses, [t for _, t in test])["bleu"]
         drop = round(scores["test2016"][key]["bleu"] - int8_bleu, 2)
         card["int8"] = {"test2016_bleu": int8_bleu, "bleu_drop": drop, "search": key,
                         "sentences_per_second": round(speed, 1), "shipped": drop <= INT8_MAX_BLEU_DROP}
