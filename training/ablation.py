@@ -3,8 +3,10 @@
     python -m training.ablation --config training/configs/ablation.yaml --out runs/ablation [--parallel 2]
 
 Every variant trains on the same data with the same vocabulary and the same budget (epochs), then is scored
-on test2016 with the shared search code. The study writes ``results.json``, PNG plots and a markdown report
-(``report.md``) into --out; ``--docs`` also copies report and plots to docs/.
+on test2016 (and on a synthetic long-sentence set of joined test pairs) with the shared search code, and every
+claim is a paired-bootstrap BLEU difference with a 95% interval. The study writes ``results.json``, PNG plots
+and a markdown report (``report.md``) into --out; ``--docs`` also writes docs/ablation.md (keeping its
+hand-written "## Discussion" section) and copies the plots to docs/ablation/.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from training.data import clean_pairs, fetch_multi30k, load_pairs, read_split
 from training.evaluate import LENGTH_BUCKETS, bucket_name, score
 from training.export import load_run
 from training.model import Seq2Seq, count_parameters
+from training.significance import Difference, gain_difference, paired_gain, sentence_statistics
 from training.torch_step_model import TorchStepModel
 from training.vocab import train_sentencepiece
 
@@ -92,24 +95,34 @@ def source_position_gradients(model: Seq2Seq, examples: list[tuple[list[int], li
     return (norms.sum(0) / len(examples)).detach().numpy()
 
 
+def joined_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Consecutive test pairs joined into one (2i with 2i+1): a synthetic long-sentence set (~2x the words),
+    since Multi30k itself has almost no sentences over 25 words."""
+    return [(f"{s1} {s2}", f"{t1} {t2}") for (s1, t1), (s2, t2) in zip(pairs[0::2], pairs[1::2])]
+
+
 def evaluate_variant(run_dir: Path, tokenizer: spm.SentencePieceProcessor, test_pairs: list[tuple[str, str]],
-                     long_examples: list[tuple[list[int], list[int]]], beam: int) -> dict:
+                     long_examples: list[tuple[list[int], list[int]]], beam: int) -> tuple[dict, dict]:
+    """Scores, curves and gradient probes of one trained variant, and its hypotheses per test set."""
     model, checkpoint = load_run(run_dir)
     translator = SentenceTranslator(TorchStepModel(model), tokenizer)
-    sources, references = [s for s, _ in test_pairs], [t for _, t in test_pairs]
-    hypotheses = [n[0].text for n in translator.translate(sources, SearchOptions(beam_size=beam))]
+    hypotheses, scores = {}, {}
+    for name, pairs in (("test2016", test_pairs), ("joined", joined_pairs(test_pairs))):
+        sources, references = [s for s, _ in pairs], [t for _, t in pairs]
+        hypotheses[name] = [n[0].text for n in translator.translate(sources, SearchOptions(beam_size=beam))]
+        scores[name] = score(hypotheses[name], references, sources)
+        (run_dir / f"{name}.beam{beam}.hyp").write_text("\n".join(hypotheses[name]) + "\n")
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {
-        "parameters": count_parameters(model), "best_epoch": checkpoint["epoch"],
-        "test2016": score(hypotheses, references, sources),
+        "parameters": count_parameters(model), "best_epoch": checkpoint["epoch"], **scores,
         "val_loss_curve": [m["val_loss"] for m in metrics], "train_loss_curve": [m["train_loss"] for m in metrics],
         "val_bleu_curve": [m["val_bleu"] for m in metrics],
         "grad_norm": {key: [m.get(key) for m in metrics] for key in
                       ("grad_norm_mean", "grad_norm_p50", "grad_norm_p99", "grad_norm_max", "clipped_fraction")},
         "source_position_gradient": source_position_gradients(model, long_examples, 20).tolist(),
         "tokens_per_s": float(np.mean([m["target_tokens_per_s"] for m in metrics])),
-        "examples": hypotheses[:5],
-    }
+        "joined_sentences": len(hypotheses["joined"]), "examples": hypotheses["test2016"][:5],
+    }, hypotheses
 
 
 def attention_examples(run_dir: Path, tokenizer: spm.SentencePieceProcessor, sentences: list[str]):
@@ -128,11 +141,15 @@ def plot(results: dict, attention: dict, out: Path) -> list[str]:
     buckets = [bucket_name(lo, hi) for lo, hi in LENGTH_BUCKETS]
     files = []
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    counts = results[names[0]]["test2016"]["bleu_by_source_length"]
+    labels = [f"{b}\n({counts.get(b, {}).get('sentences', 0)})" for b in buckets]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     for name in names:
         by_length = results[name]["test2016"]["bleu_by_source_length"]
-        ax.plot(buckets, [by_length.get(b, {}).get("bleu", np.nan) for b in buckets], marker="o", label=name)
-    ax.set_xlabel("source length (words)")
+        (line,) = ax.plot(labels, [by_length.get(b, {}).get("bleu", np.nan) for b in buckets], marker="o", label=name)
+        ax.plot([len(labels)], [results[name]["joined"]["bleu"]], marker="s", color=line.get_color())
+    ax.set_xticks(range(len(labels) + 1), labels + [f"joined pairs\n({results[names[0]]['joined_sentences']})"])
+    ax.set_xlabel("source length in words (sentences)")
     ax.set_ylabel("test2016 BLEU")
     ax.set_title("BLEU by source length")
     ax.grid(alpha=0.3)
@@ -173,52 +190,112 @@ def plot(results: dict, attention: dict, out: Path) -> list[str]:
     return files
 
 
-def claims(results: dict) -> list[str]:
-    """Plain statements of what the numbers say about the design's claims."""
-    def bleu(name: str) -> float:
-        return results[name]["test2016"]["bleu"]
+SHORT_MAX_WORDS, LONG_MIN_WORDS = 10, 16
+DISCUSSION = "## Discussion"
+GATED_PAIRS = (("lstm+none", "rnn+none"), ("gru+none", "rnn+none"))
+ATTENTION_PAIRS = (("lstm+bahdanau", "lstm+none"), ("gru+bahdanau", "gru+none"), ("lstm+luong_general", "lstm+none"))
 
-    def bucket(name: str, key: str) -> float:
-        return results[name]["test2016"]["bleu_by_source_length"].get(key, {}).get("bleu", float("nan"))
+
+def compare(hypotheses: dict[str, dict[str, list[str]]], test_pairs: list[tuple[str, str]], samples: int = 1000) -> dict:
+    """Paired-bootstrap BLEU differences for every claim's pair of variants.
+
+    For each pair (a, b): a - b overall, on short (<= 10 words) and long (>= 16 words) test2016 sources, the
+    long-minus-short difference of those gains, and a - b on the joined-pairs set.
+    """
+    references = {"test2016": [t for _, t in test_pairs], "joined": [t for _, t in joined_pairs(test_pairs)]}
+    stats = {name: {split: sentence_statistics(hyps[split], references[split]) for split in references}
+             for name, hyps in hypotheses.items()}
+    lengths = np.array([len(s.split()) for s, _ in test_pairs])
+    short, long = np.flatnonzero(lengths <= SHORT_MAX_WORDS), np.flatnonzero(lengths >= LONG_MIN_WORDS)
+    result = {}
+    for a, b in GATED_PAIRS + ATTENTION_PAIRS + (("lstm+luong_general", "lstm+bahdanau"),):
+        if a in stats and b in stats:
+            test_a, test_b = stats[a]["test2016"], stats[b]["test2016"]
+            result[f"{a} vs {b}"] = {
+                "overall": paired_gain(test_a, test_b, samples=samples).to_dict(),
+                "short": paired_gain(test_a, test_b, short, samples=samples).to_dict(),
+                "long": paired_gain(test_a, test_b, long, samples=samples).to_dict(),
+                "long_minus_short": gain_difference(test_a, test_b, long, short, samples=samples).to_dict(),
+                "joined": paired_gain(stats[a]["joined"], stats[b]["joined"], samples=samples).to_dict(),
+                "sentences": {"short": len(short), "long": len(long), "joined": len(references["joined"])}}
+    return result
+
+
+def verdict(difference: dict) -> str:
+    if difference["low"] > 0:
+        return "held"
+    return "did not hold (significantly the other way)" if difference["high"] < 0 else "not shown (95% CI includes 0)"
+
+
+def claims(results: dict, comparisons: dict) -> list[str]:
+    """Plain statements of what the numbers say about the design's claims, with bootstrap 95% intervals."""
+    def gain(key: str, part: str) -> str:
+        return str(Difference(**comparisons[key][part]))
 
     lines = []
-    if {"rnn+none", "lstm+none", "gru+none"} <= results.keys():
-        gated = max(bleu("lstm+none"), bleu("gru+none"))
-        held = gated > bleu("rnn+none")
-        lines.append(f"Gated cells vs vanilla RNN (no attention): rnn {bleu('rnn+none'):.2f}, lstm {bleu('lstm+none'):.2f}, "
-                     f"gru {bleu('gru+none'):.2f} BLEU. Claim {'held' if held else 'did not hold'}.")
-    short, long = bucket_name(*LENGTH_BUCKETS[0]), bucket_name(*LENGTH_BUCKETS[-1])
-    for attended, plain in (("lstm+bahdanau", "lstm+none"), ("gru+bahdanau", "gru+none"),
-                            ("lstm+luong_general", "lstm+none")):
-        if {attended, plain} <= results.keys():
-            gain = bleu(attended) - bleu(plain)
-            gain_short, gain_long = bucket(attended, short) - bucket(plain, short), bucket(attended, long) - bucket(plain, long)
+    for a, b in GATED_PAIRS:
+        key = f"{a} vs {b}"
+        if key in comparisons:
+            lines.append(f"Gated cell beats the vanilla RNN ({key}, no attention): {gain(key, 'overall')} BLEU "
+                         f"on test2016. Claim {verdict(comparisons[key]['overall'])}.")
+    for a, b in ATTENTION_PAIRS:
+        key = f"{a} vs {b}"
+        if key in comparisons:
+            c = comparisons[key]
             lines.append(
-                f"{attended} vs {plain}: {gain:+.2f} BLEU overall; {gain_short:+.2f} on sources {short} words, "
-                f"{gain_long:+.2f} on sources {long} words. Attention helps: {'yes' if gain > 0 else 'no'}; "
-                f"helps most on long sentences: {'yes' if gain_long > gain_short else 'no'}.")
+                f"Attention helps ({key}): {gain(key, 'overall')} BLEU on test2016. Claim {verdict(c['overall'])}. "
+                f"Gain on sources <= {SHORT_MAX_WORDS} words {gain(key, 'short')}, on sources >= {LONG_MIN_WORDS} "
+                f"words {gain(key, 'long')}: more on long sentences {verdict(c['long_minus_short'])} "
+                f"(long - short {gain(key, 'long_minus_short')}). On joined test pairs (~2x longer): "
+                f"{gain(key, 'joined')}.")
+    key = "lstm+luong_general vs lstm+bahdanau"
+    if key in comparisons:
+        lines.append(f"Luong general vs Bahdanau attention (LSTM): {gain(key, 'overall')} BLEU on test2016, "
+                     f"{gain(key, 'joined')} on joined pairs.")
+    for name, r in results.items():
+        g, curve = r["grad_norm"], np.asarray(r["source_position_gradient"])
+        lines.append(f"Gradients, {name}: last-epoch norm p50 {g['grad_norm_p50'][-1]:.2f}, p99 "
+                     f"{g['grad_norm_p99'][-1]:.2f}, max {g['grad_norm_max'][-1]:.2f}, {g['clipped_fraction'][-1]:.0%} "
+                     f"of steps clipped; gradient reaching source positions 1-20 spans "
+                     f"{curve.min():.2g}-{curve.max():.2g} (max/min {curve.max() / curve.min():.1f}x).")
     return lines
 
 
-def report(results: dict, files: list[str], command: str, budget: str, image_prefix: str = "") -> str:
+def report(results: dict, comparisons: dict, files: list[str], command: str, budget: str,
+           image_prefix: str = "", discussion: str = "") -> str:
     lines = ["# Ablation study: cells and attention on Multi30k de->en", "",
              f"Reproduce: `{command}`", "", budget, "",
              "| model | params | best epoch | test2016 BLEU | chrF | " +
              " | ".join(f"BLEU {bucket_name(lo, hi)}" for lo, hi in LENGTH_BUCKETS) +
-             " | grad-norm mean (last epoch) | clipped steps (last epoch) | target tok/s |",
-             "|---|---:|---:|---:|---:|" + "---:|" * len(LENGTH_BUCKETS) + "---:|---:|---:|"]
+             " | joined pairs BLEU | grad-norm mean (last epoch) | clipped steps (last epoch) | target tok/s |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(LENGTH_BUCKETS) + "---:|---:|---:|---:|"]
     for name, r in results.items():
         by_length = r["test2016"]["bleu_by_source_length"]
         cells = " | ".join(f"{by_length.get(bucket_name(lo, hi), {}).get('bleu', float('nan')):.2f}"
                            for lo, hi in LENGTH_BUCKETS)
         lines.append(f"| {name} | {r['parameters']:,} | {r['best_epoch']} | {r['test2016']['bleu']:.2f} | "
-                     f"{r['test2016']['chrf']:.2f} | {cells} | {r['grad_norm']['grad_norm_mean'][-1]:.3f} | "
-                     f"{r['grad_norm']['clipped_fraction'][-1]:.2%} | {r['tokens_per_s']:.0f} |")
+                     f"{r['test2016']['chrf']:.2f} | {cells} | {r['joined']['bleu']:.2f} | "
+                     f"{r['grad_norm']['grad_norm_mean'][-1]:.3f} | {r['grad_norm']['clipped_fraction'][-1]:.2%} | "
+                     f"{r['tokens_per_s']:.0f} |")
     counts = next(iter(results.values()))["test2016"]["bleu_by_source_length"]
-    lines += ["", "Sentences per length bucket: " + ", ".join(f"{k}: {v['sentences']}" for k, v in counts.items()),
-              "", "## What the numbers say", ""] + [f"- {line}" for line in claims(results)]
+    lines += ["", "Sentences per length bucket: " + ", ".join(f"{k}: {v['sentences']}" for k, v in counts.items()) +
+              ". Joined pairs: test2016 sentences 2i and 2i+1 joined into one source and one reference "
+              "(a synthetic long-sentence set). Intervals are paired bootstrap 95% intervals (1,000 resamples).",
+              "", "## What the numbers say", ""] + [f"- {line}" for line in claims(results, comparisons)]
+    if discussion:
+        lines += ["", discussion.strip()]
     lines += ["", "## Plots", ""] + [f"![{f}]({image_prefix}{f})" for f in files]
     return "\n".join(lines) + "\n"
+
+
+def kept_discussion(path: Path) -> str:
+    """The hand-written '## Discussion' section of an earlier report, kept when the report is regenerated."""
+    text = path.read_text() if path.exists() else ""
+    start = text.find(DISCUSSION)
+    if start < 0:
+        return ""
+    end = text.find("\n## ", start + len(DISCUSSION))
+    return text[start:end if end >= 0 else len(text)]
 
 
 def main() -> None:
@@ -257,9 +334,12 @@ def main() -> None:
     long_examples = [(tokenizer.encode(s) + [eos], tokenizer.encode(t)) for s, t in test_pairs]
     long_examples = [e for e in long_examples if len(e[0]) >= 20]
     torch.set_num_threads(os.cpu_count() or 2)
-    results = {v["name"]: evaluate_variant(args.out / v["name"], tokenizer, test_pairs, long_examples, args.beam)
-               for v in variants}
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    results, hypotheses = {}, {}
+    for v in variants:
+        results[v["name"]], hypotheses[v["name"]] = evaluate_variant(args.out / v["name"], tokenizer, test_pairs,
+                                                                     long_examples, args.beam)
+    comparisons = compare(hypotheses, test_pairs)
+    (args.out / "results.json").write_text(json.dumps({"variants": results, "comparisons": comparisons}, indent=2))
     sample = [s for s, _ in test_pairs if 10 <= len(s.split()) <= 14][:2]
     attended = [v["name"] for v in variants if v.get("attention", "none") != "none"]
     attention = {name: attention_examples(args.out / name, tokenizer, sample) for name in attended[:2]}
@@ -268,11 +348,12 @@ def main() -> None:
               f"same data (Multi30k {config.source}->{config.target} train, {config.data.vocab_size}-piece joint "
               f"SentencePiece vocabulary), same sizes; scored on test2016 with beam {args.beam}.")
     command = f"make ablation  # python -m training.ablation --config {args.config} --out {args.out}"
-    text = report(results, files, command, budget)
+    text = report(results, comparisons, files, command, budget)
     (args.out / "report.md").write_text(text)
     if args.docs:
         (args.docs / "ablation").mkdir(parents=True, exist_ok=True)
-        (args.docs / "ablation.md").write_text(report(results, files, command, budget, "ablation/"))
+        doc = args.docs / "ablation.md"
+        doc.write_text(report(results, comparisons, files, command, budget, "ablation/", kept_discussion(doc)))
         for name in files:
             shutil.copy(args.out / name, args.docs / "ablation" / name)
     print(text)
