@@ -102,7 +102,7 @@ def joined_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def evaluate_variant(run_dir: Path, tokenizer: spm.SentencePieceProcessor, test_pairs: list[tuple[str, str]],
-                     long_examples: list[tuple[list[int], list[int]]], beam: int) -> tuple[dict, dict]:
+                     probe_examples: list[tuple[list[int], list[int]]], beam: int) -> tuple[dict, dict]:
     """Scores, curves and gradient probes of one trained variant, and its hypotheses per test set."""
     model, checkpoint = load_run(run_dir)
     translator = SentenceTranslator(TorchStepModel(model), tokenizer)
@@ -119,7 +119,7 @@ def evaluate_variant(run_dir: Path, tokenizer: spm.SentencePieceProcessor, test_
         "val_bleu_curve": [m["val_bleu"] for m in metrics],
         "grad_norm": {key: [m.get(key) for m in metrics] for key in
                       ("grad_norm_mean", "grad_norm_p50", "grad_norm_p99", "grad_norm_max", "clipped_fraction")},
-        "source_position_gradient": source_position_gradients(model, long_examples, 20).tolist(),
+        "source_position_gradient": source_position_gradients(model, probe_examples, 20).tolist(),
         "tokens_per_s": float(np.mean([m["target_tokens_per_s"] for m in metrics])),
         "joined_sentences": len(hypotheses["joined"]), "examples": hypotheses["test2016"][:5],
     }, hypotheses
@@ -331,18 +331,22 @@ def main() -> None:
     tokenizer = spm.SentencePieceProcessor(model_file=str(sp_path))
     test_pairs = load_pairs(args.data_dir, "test2016", config.source, config.target, clean=False)[: args.test_limit]
     eos = tokenizer.eos_id()
-    long_examples = [(tokenizer.encode(s) + [eos], tokenizer.encode(t)) for s, t in test_pairs]
-    long_examples = [e for e in long_examples if len(e[0]) >= 20]
+    probe_examples = [(tokenizer.encode(s) + [eos], tokenizer.encode(t)) for s, t in test_pairs]
+    probe_examples = [e for e in probe_examples if len(e[0]) >= 20]
     torch.set_num_threads(os.cpu_count() or 2)
     results, hypotheses = {}, {}
     for v in variants:
         results[v["name"]], hypotheses[v["name"]] = evaluate_variant(args.out / v["name"], tokenizer, test_pairs,
-                                                                     long_examples, args.beam)
+                                                                     probe_examples, args.beam)
     comparisons = compare(hypotheses, test_pairs)
     (args.out / "results.json").write_text(json.dumps({"variants": results, "comparisons": comparisons}, indent=2))
     sample = [s for s, _ in test_pairs if 10 <= len(s.split()) <= 14][:2]
-    attended = [v["name"] for v in variants if v.get("attention", "none") != "none"]
-    attention = {name: attention_examples(args.out / name, tokenizer, sample) for name in attended[:2]}
+    # One heatmap per attention mechanism, from the first variant that uses it.
+    first_with = {}
+    for v in variants:
+        first_with.setdefault(v.get("attention", "none"), v["name"])
+    first_with.pop("none", None)
+    attention = {name: attention_examples(args.out / name, tokenizer, sample) for name in first_with.values()}
     files = plot(results, attention, args.out)
     budget = (f"Budget: {config.train.epochs} epochs per model (early stopping patience {config.train.patience}), "
               f"same data (Multi30k {config.source}->{config.target} train, {config.data.vocab_size}-piece joint "
