@@ -7,13 +7,18 @@ key matched, on how much of a key was right, or on its length.
 
 Each key has a token bucket: ``burst`` requests at once, refilled at ``per_minute / 60`` tokens per second.
 Buckets exist only for configured keys, so their number is bounded (unknown keys never get one).
+
+``ApiKeys`` re-reads ``MT_API_KEYS_FILE`` when it changes (a rotated Kubernetes Secret, an edited file), so
+keys can be added and revoked without a restart.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +27,8 @@ from pathlib import Path
 
 from service.config import Settings
 from service.errors import Forbidden, RateLimited, Unauthorized
+
+log = logging.getLogger(__name__)
 
 
 class ApiKeyConfigError(ValueError):
@@ -78,6 +85,14 @@ class KeyRing:
             keys[digest] = ApiKey("key-" + digest.hex()[:8], digest, per_minute)  # a repeated key: the last wins
         return cls(list(keys.values()), settings.rate_limit_burst)
 
+    def keep_buckets_of(self, previous: KeyRing) -> None:
+        """Carry over the buckets of keys that ``previous`` also had at the same rate: a reload must not hand
+        every client a fresh burst."""
+        rates = {key.id: key.per_minute for key in previous.keys}
+        for key in self.keys:
+            if key.id in self._buckets and rates.get(key.id) == key.per_minute:
+                self._buckets[key.id] = previous._buckets[key.id]
+
     def authenticate(self, presented: str | None) -> ApiKey:
         """The key matching ``presented``; raises Unauthorized (none given) or Forbidden (no match)."""
         if not presented:
@@ -101,6 +116,58 @@ class KeyRing:
         if wait:
             raise RateLimited(f"rate limit of {key.per_minute:g} requests per minute exceeded for this API key",
                               max(1, math.ceil(wait)))
+
+
+class ApiKeys:
+    """The configured key ring, rebuilt when ``MT_API_KEYS_FILE`` changes (checked at most once per
+    ``check_every_s``, by one ``stat``). A file that no longer parses, or is gone, keeps the previous keys and
+    logs an error: a bad edit must neither lock every client out nor open the API."""
+
+    def __init__(self, ring: KeyRing, settings: Settings, check_every_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ring = ring
+        self._settings = settings
+        self._check_every_s = check_every_s
+        self._clock = clock
+        self._next_check = clock() + check_every_s
+        self._file_version = self._version()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs) -> ApiKeys | None:
+        """None when no key is configured (then the API is open); raises ApiKeyConfigError on a bad setting."""
+        ring = KeyRing.from_settings(settings)
+        return None if ring is None else cls(ring, settings, **kwargs)
+
+    def current(self) -> KeyRing:
+        now = self._clock()
+        if self._settings.api_keys_file is not None and now >= self._next_check:
+            self._next_check = now + self._check_every_s
+            version = self._version()
+            if version != self._file_version:
+                self._file_version = version
+                self._reload()
+        return self.ring
+
+    def _version(self) -> tuple[int, int, int] | None:
+        """What changes when the file does; stat follows symlinks, so a Secret's swapped link counts."""
+        if self._settings.api_keys_file is None:
+            return None
+        try:
+            stat = os.stat(self._settings.api_keys_file)
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def _reload(self) -> None:
+        try:
+            ring = KeyRing.from_settings(self._settings)
+        except ApiKeyConfigError as error:
+            log.error("API keys not reloaded, keeping the previous %d: %s", len(self.ring.keys), error)
+            return
+        assert ring is not None  # the file is set, and from_settings refuses a file without keys
+        ring.keep_buckets_of(self.ring)
+        self.ring = ring
+        log.info("API keys reloaded", extra={"keys": len(ring.keys)})
 
 
 def _digest(secret: str) -> bytes:

@@ -14,7 +14,7 @@ from service_helpers import loaded_engine, metric_value, serve_in_thread, settin
 
 from service import auth
 from service.api import create_app
-from service.auth import ApiKeyConfigError, KeyRing, TokenBucket
+from service.auth import ApiKeyConfigError, ApiKeys, KeyRing, TokenBucket
 from service.config import Settings
 from service.errors import Forbidden, RateLimited, Unauthorized
 from service.logs import JsonFormatter
@@ -152,6 +152,44 @@ def test_bad_key_configuration_fails_clearly_without_printing_the_keys(tmp_path,
                             text=True, cwd=REPO, timeout=120, env=env)
     assert served.returncode == 2
     assert "line 1" in served.stderr and ALPHA not in served.stderr
+
+
+def test_an_edited_keys_file_is_picked_up_without_a_restart(tmp_path, caplog):
+    """Keys added and revoked in MT_API_KEYS_FILE count after the next check; a broken or deleted file keeps
+    the previous keys; a kept key keeps its rate-limit bucket across reloads."""
+    now = [0.0]
+    path = tmp_path / "keys.txt"
+    path.write_text(f"{ALPHA} 30\n{BETA}\n")
+    keys = ApiKeys.from_settings(Settings(api_keys=[], api_keys_file=path, rate_limit_burst=1),
+                                 check_every_s=1.0, clock=lambda: now[0])
+    alpha = keys.current().authenticate(ALPHA)
+    keys.current().admit(alpha)  # ALPHA's only token
+    path.write_text(f"{ALPHA} 30\n{GAMMA}\n")  # BETA revoked, GAMMA added
+    assert keys.current().authenticate(BETA)  # not checked again before a second has passed
+    now[0] = 1.0
+    with pytest.raises(Forbidden):
+        keys.current().authenticate(BETA)
+    assert keys.current().authenticate(GAMMA).id.startswith("key-")
+    with pytest.raises(RateLimited):  # the reload did not refill ALPHA's bucket
+        keys.current().admit(keys.current().authenticate(ALPHA))
+
+    with caplog.at_level(logging.ERROR, logger="service.auth"):
+        path.write_text(f"{BETA} fast\n")
+        now[0] = 2.0
+        assert keys.current().authenticate(GAMMA)  # still the previous keys
+        path.unlink()
+        now[0] = 3.0
+        assert keys.current().authenticate(GAMMA)
+    assert "line 1" in caplog.text and "keeping the previous 2" in caplog.text and BETA not in caplog.text
+    path.write_text(f"{BETA}\n")
+    now[0] = 4.0
+    assert keys.current().authenticate(BETA) and len(keys.current().keys) == 1
+
+
+def test_environment_keys_are_never_reloaded():
+    keys = ApiKeys.from_settings(Settings(api_keys=[ALPHA], api_keys_file=None), clock=lambda: 1e9)
+    assert keys.current() is keys.current() and keys.current().authenticate(ALPHA)
+    assert ApiKeys.from_settings(Settings(api_keys=[], api_keys_file=None)) is None
 
 
 # ---- rate limits --------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.api import routes_libre, routes_native, routes_ops, routes_web
 from service.api.deps import ClientDisconnected
 from service.api.middleware import RequestContextMiddleware
-from service.auth import KeyRing
+from service.auth import ApiKeys
 from service.config import Settings
 from service.engine import TranslationEngine
 from service.errors import (
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, engine: TranslationEngine | Non
     """The app. Without ``engine`` it makes and loads one from ``settings`` at start-up (and stops it at
     shutdown); ``verified`` skips the checksum pass when the caller (the CLI) already did it."""
     settings = settings or Settings()
-    api_keys = KeyRing.from_settings(settings)  # raises ApiKeyConfigError now rather than at the first request
+    api_keys = ApiKeys.from_settings(settings)  # raises ApiKeyConfigError now rather than at the first request
     owns_engine = engine is None
     engine = engine or TranslationEngine(settings)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request, Response
 
-from service.auth import KeyRing
+from service.auth import ApiKeys
 from service.config import Settings
 from service.engine import JobResult, TranslationEngine, TranslationJob
 from service.errors import Unauthorized
@@ -30,12 +30,13 @@ def get_settings(request: Request) -> Settings:
 def check_api_key(request: Request, body_key: str | None = None) -> None:
     """With API keys configured: the key from ``Authorization: Bearer`` (else ``body_key``, LibreTranslate's
     ``api_key`` field) must be a configured one (401 none, 403 unknown) with requests left (429)."""
-    keys: KeyRing | None = request.app.state.api_keys
+    keys: ApiKeys | None = request.app.state.api_keys
     if keys is None:
         return
-    key = keys.authenticate(_bearer_token(request) or body_key)
+    ring = keys.current()
+    key = ring.authenticate(_bearer_token(request) or body_key)
     request.state.log["api_key"] = key.id
-    keys.admit(key)
+    ring.admit(key)
 
 
 async def require_api_key(request: Request) -> None:
