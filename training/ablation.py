@@ -350,7 +350,8 @@ def main() -> None:
     files = plot(results, attention, args.out)
     budget = (f"Budget: {config.train.epochs} epochs per model (early stopping patience {config.train.patience}), "
               f"same data (Multi30k {config.source}->{config.target} train, {config.data.vocab_size}-piece joint "
-              f"SentencePiece vocabulary), same sizes; scored on test2016 with beam {args.beam}.")
+              f"SentencePiece vocabulary), same sizes, gradients clipped at norm {config.train.clip_norm:g}; scored on "
+              f"test2016 with beam {args.beam}.")
     command = f"make ablation  # python -m training.ablation --config {args.config} --out {args.out}"
     text = report(results, comparisons, files, command, budget)
     (args.out / "report.md").write_text(text)
