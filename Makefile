@@ -19,7 +19,7 @@ help:
 	@echo "make export RUN=runs/de-en OUT=models/de-en   export, check parity, evaluate"
 	@echo "make loadtest [URL=...] locust at increasing concurrency -> loadtest/reports/"
 	@echo "make bench              engine and service benchmarks (ratios measured side by side)"
-	@echo "make ablation           cell/attention ablation study (~90 min on 2 cores) -> docs/ablation.md"
+	@echo "make ablation           cell/attention ablation study (~100 min on 2 cores) -> docs/ablation.md"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
