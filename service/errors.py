@@ -27,14 +27,18 @@ class Forbidden(EngineError):
     reason = "forbidden"
 
 
-class RateLimited(EngineError):
-    """The API key used up its request rate; it may retry after ``retry_after_s`` seconds."""
-
-    reason = "rate_limited"
+class RetryLater(EngineError):
+    """Refused for now; the client may retry after ``retry_after_s`` seconds (the Retry-After header)."""
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class RateLimited(RetryLater):
+    """The API key used up its request rate."""
+
+    reason = "rate_limited"
 
 
 class NotReady(EngineError):
@@ -47,14 +51,10 @@ class ShuttingDown(EngineError):
     reason = "shutting_down"
 
 
-class Overloaded(EngineError):
-    """The queue is full; the client should retry after ``retry_after_s`` seconds."""
+class Overloaded(RetryLater):
+    """The queue is full."""
 
     reason = "queue_full"
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class JobTimeout(EngineError):

@@ -62,16 +62,22 @@ def serve_in_thread(app) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def started_engine(models_dir: Path, **overrides) -> Iterator[TranslationEngine]:
+    """``loaded_engine``, stopped when the block ends."""
+    engine = loaded_engine(models_dir, **overrides)
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@contextlib.contextmanager
 def running_service(models_dir: Path, **overrides) -> Iterator[str]:
     """A loaded engine behind the real app under uvicorn; yields the base URL and stops the engine after."""
     from service.api.app import create_app
 
-    engine = loaded_engine(models_dir, **overrides)
-    try:
-        with serve_in_thread(create_app(engine.settings, engine)) as url:
-            yield url
-    finally:
-        engine.stop()
+    with started_engine(models_dir, **overrides) as engine, serve_in_thread(create_app(engine.settings, engine)) as url:
+        yield url
 
 
 class Gate:

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from service_helpers import loaded_engine, serve_in_thread
+from service_helpers import serve_in_thread, started_engine
 
 from service.api import create_app
 from service.engine import TranslationJob
@@ -46,9 +46,8 @@ def models_dir(served_models_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(models_dir):
-    engine = loaded_engine(models_dir, **LIMITS)
-    yield engine
-    engine.stop()
+    with started_engine(models_dir, **LIMITS) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")
@@ -437,15 +436,12 @@ def test_markup_in_a_translation_is_escaped(models_dir):
 
     import asyncio
 
-    engine = loaded_engine(models_dir)
-    try:
+    with started_engine(models_dir) as engine:
         model = engine.registry.models["de-en"]
         model.translator = MarkupModel(model.translator)
         document = "<p>Ein Hund.</p><pre>Ein Hund.</pre>"
         [html_out] = asyncio.run(engine.translate(TranslationJob([document], "de", "en", format="html"))).translations
         [text_out] = asyncio.run(engine.translate(TranslationJob(["Ein Hund."], "de", "en"))).translations
-    finally:
-        engine.stop()
     assert html_out.text == f"<p>{html.escape(evil, quote=False)}</p><pre>Ein Hund.</pre>"
     assert Markup(html_out.text).tokens == Markup(document).tokens
     assert text_out.text == evil  # format=text: plain text in, plain text out (the client must escape it)

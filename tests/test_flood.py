@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from service_helpers import loaded_engine, metric_value, serve_in_thread, wait_until
+from service_helpers import metric_value, serve_in_thread, started_engine, wait_until
 
 from service.api import create_app
 from service.engine import TranslationJob
@@ -33,9 +33,8 @@ SETTINGS = {"max_queue_sentences": 24, "max_batch_sentences": 8, "max_wait_ms": 
 
 @pytest.fixture(scope="module")
 def engine(served_models_dir):
-    engine = loaded_engine(served_models_dir, **SETTINGS)
-    yield engine
-    engine.stop()
+    with started_engine(served_models_dir, **SETTINGS) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")

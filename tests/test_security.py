@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 from conftest import REPO
-from service_helpers import loaded_engine, metric_value, serve_in_thread, settings_for
+from service_helpers import metric_value, running_service, serve_in_thread, settings_for, started_engine
 
 from service import auth
 from service.api import create_app
@@ -35,13 +35,9 @@ def keys_file(tmp_path_factory):
 def keyed(served_models_dir, keys_file):
     """A server requiring keys: ALPHA (env) and GAMMA (file) at 1 request/minute after a burst of 3,
     BETA (file) unlimited."""
-    engine = loaded_engine(served_models_dir, api_keys=[ALPHA], api_keys_file=keys_file, rate_limit_per_minute=1,
-                           rate_limit_burst=3, max_wait_ms=0)
-    try:
-        with serve_in_thread(create_app(engine.settings, engine)) as url, httpx.Client(base_url=url, timeout=60) as c:
-            yield c
-    finally:
-        engine.stop()
+    with running_service(served_models_dir, api_keys=[ALPHA], api_keys_file=keys_file, rate_limit_per_minute=1,
+                         rate_limit_burst=3, max_wait_ms=0) as url, httpx.Client(base_url=url, timeout=60) as c:
+        yield c
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -235,8 +231,7 @@ def test_each_key_has_its_own_rate_limit(keyed):
 
 def test_cors_is_off_by_default_and_allows_only_the_configured_origins(served_models_dir):
     origin = "https://app.example"
-    engine = loaded_engine(served_models_dir)
-    try:
+    with started_engine(served_models_dir) as engine:
         with serve_in_thread(create_app(engine.settings, engine)) as url:
             plain = httpx.post(f"{url}/translate", json=LIBRE, headers={"Origin": origin})
             assert plain.status_code == 200 and "access-control-allow-origin" not in plain.headers
@@ -254,16 +249,13 @@ def test_cors_is_off_by_default_and_allows_only_the_configured_origins(served_mo
             stranger = httpx.options(f"{url}/v1/translate", headers={
                 "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
             assert stranger.status_code == 400 and "access-control-allow-origin" not in stranger.headers
-    finally:
-        engine.stop()
 
 
 # ---- metrics on their own port -----------------------------------------------------------------------------------
 
 def test_metrics_can_move_to_their_own_port(served_models_dir):
-    engine = loaded_engine(served_models_dir, metrics_port=0)
-    app = create_app(engine.settings, engine)
-    try:
+    with started_engine(served_models_dir, metrics_port=0) as engine:
+        app = create_app(engine.settings, engine)
         with serve_in_thread(app) as url:
             assert httpx.post(f"{url}/translate", json=LIBRE).status_code == 200
             assert httpx.get(f"{url}/metrics").status_code == 404
@@ -275,8 +267,6 @@ def test_metrics_can_move_to_their_own_port(served_models_dir):
             assert metric_value(scraped.text, "mt_http_requests_total", labels) == 1
         with pytest.raises(httpx.ConnectError):  # closed with the server
             httpx.get(metrics_url)
-    finally:
-        engine.stop()
 
 
 # ---- logs ---------------------------------------------------------------------------------------------------------
@@ -309,13 +299,9 @@ def captured(caplog) -> str:
 
 
 def test_request_text_and_keys_never_reach_the_logs_by_default(served_models_dir, caplog):
-    engine = loaded_engine(served_models_dir, api_keys=[ALPHA], log_level="DEBUG")
     caplog.set_level(logging.DEBUG)
-    try:
-        with serve_in_thread(create_app(engine.settings, engine)) as url:
-            exercise(url, ALPHA)
-    finally:
-        engine.stop()
+    with running_service(served_models_dir, api_keys=[ALPHA], log_level="DEBUG") as url:
+        exercise(url, ALPHA)
     logs = captured(caplog)
     assert logs.count('"msg": "request"') >= 10  # the access log saw every request...
     assert '"api_key": "key-' in logs  # ...and names the key by its fingerprint only
@@ -324,11 +310,7 @@ def test_request_text_and_keys_never_reach_the_logs_by_default(served_models_dir
 
 def test_log_text_puts_the_text_in_the_logs(served_models_dir, caplog):
     """The same capture sees the text once MT_LOG_TEXT is on, so the test above can fail."""
-    engine = loaded_engine(served_models_dir, log_text=True)
     caplog.set_level(logging.DEBUG)
-    try:
-        with serve_in_thread(create_app(engine.settings, engine)) as url:
-            exercise(url)
-    finally:
-        engine.stop()
+    with running_service(served_models_dir, log_text=True) as url:
+        exercise(url)
     assert SECRET in captured(caplog)

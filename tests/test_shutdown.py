@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 from conftest import REPO
-from service_helpers import loaded_engine, metric_value, service_process, wait_until
+from service_helpers import metric_value, service_process, started_engine, wait_until
 
 from service.engine import TranslationJob
 
@@ -24,12 +24,9 @@ HOLD_S = 4.0  # MT_MAX_WAIT_MS: queued sentences wait this long for batch mates,
 @pytest.fixture(scope="module")
 def expected(served_models_dir):
     """Each text's translation (greedy), made in-process."""
-    engine = loaded_engine(served_models_dir)
-    try:
-        flat = [text for texts in TEXTS for text in texts]
+    flat = [text for texts in TEXTS for text in texts]
+    with started_engine(served_models_dir) as engine:
         result = asyncio.run(engine.translate(TranslationJob(flat, "de", "en", beam_size=1)))
-    finally:
-        engine.stop()
     return dict(zip(flat, (t.text for t in result.translations)))
 
 

@@ -35,6 +35,7 @@ from service.errors import (
     NotReady,
     Overloaded,
     RateLimited,
+    RetryLater,
     ShuttingDown,
     Unauthorized,
 )
@@ -136,7 +137,7 @@ def _add_error_handlers(app: FastAPI, engine: TranslationEngine) -> None:
     @app.exception_handler(EngineError)
     async def engine_error(request: Request, exc: EngineError) -> Response:
         headers = {}
-        if isinstance(exc, (Overloaded, RateLimited)):
+        if isinstance(exc, RetryLater):
             headers["Retry-After"] = str(exc.retry_after_s)
         elif isinstance(exc, (NotReady, ShuttingDown)):  # loading, or going away: another replica, or later
             headers["Retry-After"] = str(app.state.settings.retry_after_s)
