@@ -113,6 +113,14 @@ def wait_for(page, status: str) -> None:
     expect(page.get_by_test_id("translation-output")).to_have_attribute("data-status", status, timeout=TIMEOUT_MS)
 
 
+def translate_in_page(page, source: str, target: str, text: str, status: str = "done") -> None:
+    """Pick the pair, type ``text``, press Translate and wait until the output has ``status``."""
+    choose_pair(page, source, target)
+    page.get_by_test_id("source-input").fill(text)
+    page.get_by_test_id("translate-button").click()
+    wait_for(page, status)
+
+
 def api_translate(client: httpx.Client, text: str, source: str = "de", target: str = "en", n_best: int = 3) -> dict:
     """What the page asks for by default (model's beam size, 3 translations, scores, attention)."""
     response = client.post("/v1/translate", json={"texts": [text], "source": source, "target": target,
@@ -278,10 +286,7 @@ def test_api_key_field_unlocks_a_service_that_requires_keys(browser, served_mode
             page = context.new_page()
             page.goto(url + "/")
             expect(page.get_by_test_id("translate-button")).to_be_enabled()  # /languages needs no key
-            choose_pair(page, "de", "en")
-            page.get_by_test_id("source-input").fill(SENTENCE)
-            page.get_by_test_id("translate-button").click()
-            wait_for(page, "error")
+            translate_in_page(page, "de", "en", SENTENCE, status="error")
             expect(page.get_by_test_id("error-message")).to_contain_text("HTTP 401")
 
             page.get_by_label("API key").fill("wrong-key")
@@ -302,10 +307,7 @@ def test_api_key_field_unlocks_a_service_that_requires_keys(browser, served_mode
 @pytest.mark.browser
 def test_swap_reverses_the_pair_and_moves_the_translation_into_the_input(web, client):
     page = web.page
-    choose_pair(page, "de", "en")
-    page.get_by_test_id("source-input").fill(SENTENCE)
-    page.get_by_test_id("translate-button").click()
-    wait_for(page, "done")
+    translate_in_page(page, "de", "en", SENTENCE)
     translation = page.get_by_test_id("translation-output").text_content()
     page.get_by_role("button", name="Swap languages").click()
     assert page.get_by_test_id("source-lang").input_value() == "en"
@@ -316,10 +318,7 @@ def test_swap_reverses_the_pair_and_moves_the_translation_into_the_input(web, cl
 @pytest.mark.browser
 def test_detect_language_reports_the_detected_source(web, client):
     page = web.page
-    choose_pair(page, "auto", "en")
-    page.get_by_test_id("source-input").fill(SENTENCE)
-    page.get_by_test_id("translate-button").click()
-    wait_for(page, "done")
+    translate_in_page(page, "auto", "en", SENTENCE)
     expected = api_translate(client, SENTENCE, source="auto")
     assert page.get_by_test_id("translation-output").text_content() == expected["text"]
     name = {"de": "German", "en": "English"}[expected["detected_language"]["language"]]
