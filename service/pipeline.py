@@ -38,7 +38,11 @@ class SentenceTranslator:
     def translate_ids(self, sources: list[list[int]], options: SearchOptions) -> list[list[Translation]]:
         """One decoder batch of pre-tokenized sources -> n-best translations per source."""
         results = search(self.model, sources, options)
-        return [[self._translation(src, hyp) for hyp in nbest] for src, nbest in zip(sources, results)]
+        translations = []
+        for source, nbest in zip(sources, results):
+            source_pieces = [self.tokenizer.id_to_piece(i) for i in source]  # once per source, not per hypothesis
+            translations.append([self._translation(source_pieces, hyp) for hyp in nbest])
+        return translations
 
     def translate(self, sentences: list[str], options: SearchOptions, batch_size: int = 64) -> list[list[Translation]]:
         """Any number of sentences; sorted by length into batches to cut padding, results in input order."""
@@ -51,11 +55,11 @@ class SentenceTranslator:
                 results[index] = translations
         return results
 
-    def _translation(self, source: list[int], hypothesis: Hypothesis) -> Translation:
+    def _translation(self, source_pieces: list[str], hypothesis: Hypothesis) -> Translation:
         return Translation(
             text=self.tokenizer.decode(hypothesis.tokens),
             score=hypothesis.score,
-            source_tokens=[self.tokenizer.id_to_piece(i) for i in source],
+            source_tokens=source_pieces,
             target_tokens=[self.tokenizer.id_to_piece(i) for i in hypothesis.tokens]
             + (["</s>"] if hypothesis.complete else []),
             attention=hypothesis.attention,
