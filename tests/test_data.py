@@ -25,11 +25,11 @@ def test_clean_pairs_drops_and_counts():
     assert dropped == {"empty": 1, "degenerate": 1, "too_long": 1, "length_ratio": 1}
 
 
-def test_real_training_split_drops_only_the_placeholder_pairs(corpus_dir):
+def test_real_training_split_drops_only_the_placeholders_and_duplicates(corpus_dir):
     from training.data import load_pairs
 
     pairs = load_pairs(corpus_dir, "train", "en", "de")
-    assert len(pairs) == 29000 - 2
+    assert len(pairs) == 29000 - 2 - 3  # 2 "@@" placeholders, 3 exact duplicate pairs
     assert all("@@" != t for _, t in pairs)
     assert not any("&amp;" in s for s, _ in pairs)
 

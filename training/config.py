@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from training.cleaning import CleaningRules
+from training.corpus_config import ConfigError, DataSources, parse_sources
 from training.model import ModelConfig
 
 
@@ -16,8 +18,23 @@ class DataConfig:
     vocab_type: str = "unigram"  # or "bpe"
     max_words: int = 80
     max_length_ratio: float = 3.0
+    deduplicate: bool = True  # drop exact duplicate pairs
+    language_id: bool = False  # drop pairs with a side identified as another language
     max_train_pairs: int | None = None  # subsample for quick experiments and tests
     max_val_pairs: int | None = None  # validate on the first N pairs only (quick experiments and tests)
+    corpora: list | None = None  # see training/corpus_config.py; default: Multi30k's own splits
+    train: list | None = None
+    valid: list | None = None
+    test: list | None = None
+
+    def cleaning_rules(self) -> CleaningRules:
+        return CleaningRules(max_words=self.max_words, max_length_ratio=self.max_length_ratio,
+                             deduplicate=self.deduplicate, language_id=self.language_id)
+
+    def sources(self, source: str, target: str) -> DataSources:
+        raw = {k: v for k, v in (("corpora", self.corpora), ("train", self.train), ("valid", self.valid),
+                                 ("test", self.test)) if v is not None}
+        return parse_sources(raw, source, target)
 
 
 @dataclass
@@ -54,6 +71,10 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    @property
+    def sources(self) -> DataSources:
+        return self.data.sources(self.source, self.target)
+
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, **self.model)
 
@@ -63,17 +84,27 @@ def _build(cls, values: dict | None):
     known = {f.name for f in fields(cls)}
     unknown = set(values) - known
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        raise ConfigError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
     return cls(**values)
 
 
 def load_config(path: Path, overrides: dict | None = None) -> RunConfig:
-    raw = yaml.safe_load(Path(path).read_text())
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the config ({error})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    missing = [key for key in ("name", "source", "target") if key not in raw]
+    if missing:
+        raise ConfigError(f"{path}: missing {missing}")
     for dotted, value in (overrides or {}).items():
         section, key = dotted.split(".", 1)
         raw.setdefault(section, {})[key] = value
-    return RunConfig(
+    config = RunConfig(
         name=raw["name"], source=raw["source"], target=raw["target"], model=raw.get("model", {}),
         data=_build(DataConfig, raw.get("data")), train=_build(TrainConfig, raw.get("train")),
         eval=_build(EvalConfig, raw.get("eval")),
     )
+    config.sources  # validates languages and corpora now, before any data is read
+    return config

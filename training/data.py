@@ -1,4 +1,4 @@
-"""Multi30k task-1 corpus: fetch (or read a local mirror), verify, clean.
+"""Multi30k task-1 corpus (the ``multi30k`` preset): fetch (or read a local mirror), verify, load.
 
 The corpus is fetched from the public multi30k/dataset repository at a pinned
 commit and every decompressed file is checked against its SHA-256. On machines
@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import html
 import logging
 import os
-import re
-import unicodedata
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
+
+from training.cleaning import CleaningRules, clean, normalize
+from training.corpus_readers import CorpusError, RawPair
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +45,6 @@ LICENCE_NOTE = (
     "Multi30k (Elliott et al., 2016), partly derived from Flickr30K; distributed by its maintainers for "
     "non-commercial research and educational purposes under the Flickr30K terms. No open licence."
 )
-
-
-class CorpusError(RuntimeError):
-    """The corpus could not be found, fetched or verified."""
 
 
 def _sha256(data: bytes) -> str:
@@ -100,53 +95,18 @@ def fetch_multi30k(cache_dir: Path, mirror: Path | None = None) -> Path:
     return cache_dir
 
 
-_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
-_WHITESPACE = re.compile(r"\s+")
-_HAS_WORD = re.compile(r"\w")
-
-
-def normalize(text: str) -> str:
-    """HTML-unescape, NFC-normalize, drop zero-width characters and collapse all whitespace (tabs, NBSP)."""
-    text = html.unescape(text)
-    text = unicodedata.normalize("NFC", text)
-    text = _ZERO_WIDTH.sub("", text)
-    return _WHITESPACE.sub(" ", text).strip()
-
-
-@dataclass(frozen=True)
-class CleaningRules:
-    max_words: int = 80
-    max_length_ratio: float = 3.0
-
-
 def clean_pairs(
     sources: list[str], targets: list[str], rules: CleaningRules = CleaningRules()
 ) -> tuple[list[tuple[str, str]], Counter]:
-    """Normalize both sides and drop empty, degenerate, over-long and badly length-mismatched pairs.
+    """Line-aligned source and target lines through the shared cleaning stage.
 
-    Returns the kept pairs and a counter of dropped pairs by reason.
+    Returns the kept pairs and a counter of dropped pairs by reason (reasons that dropped nothing left out).
     """
     if len(sources) != len(targets):
         raise CorpusError(f"misaligned corpus: {len(sources)} source vs {len(targets)} target lines")
-    kept: list[tuple[str, str]] = []
-    dropped: Counter = Counter()
-    for raw_src, raw_tgt in zip(sources, targets):
-        src, tgt = normalize(raw_src), normalize(raw_tgt)
-        if not src or not tgt:
-            dropped["empty"] += 1
-            continue
-        if not _HAS_WORD.search(src) or not _HAS_WORD.search(tgt):
-            dropped["degenerate"] += 1  # e.g. the "@@" placeholders in train.de
-            continue
-        n_src, n_tgt = len(src.split()), len(tgt.split())
-        if max(n_src, n_tgt) > rules.max_words:
-            dropped["too_long"] += 1
-            continue
-        if max(n_src, n_tgt) > rules.max_length_ratio * min(n_src, n_tgt) and max(n_src, n_tgt) > 5:
-            dropped["length_ratio"] += 1
-            continue
-        kept.append((src, tgt))
-    return kept, dropped
+    raw = (RawPair(f"line {i}", s, t) for i, (s, t) in enumerate(zip(sources, targets), start=1))
+    kept, report = clean(raw, "", "", rules)
+    return kept, Counter({rule: n for rule, n in report.dropped.items() if n})
 
 
 def read_split(data_dir: Path, split: str, lang: str) -> list[str]:

@@ -15,6 +15,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,6 @@ from service.decoding import SearchOptions, pad_batch, search
 from service.model_card import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, read_card,
                                 write_card)
 from service.onnx_model import OnnxGraphs, OnnxSeq2Seq
-from training.data import LICENCE_NOTE, MULTI30K_COMMIT
 from training.model import ModelConfig, Seq2Seq, count_parameters
 from training.torch_step_model import TorchStepModel
 
@@ -127,6 +127,32 @@ def quantize_decoder(out_dir: Path) -> None:
     quantize_dynamic(str(out_dir / "decoder.onnx"), str(out_dir / "decoder.int8.onnx"), weight_type=QuantType.QUInt8)
 
 
+def training_section(run_dir: Path) -> dict:
+    """What the run trained on, for the card: corpora with domains, licences, sizes and cleaning counts, and
+    the recipe (corpora, held-out splits, cleaning rules) that ``training.evaluate`` rebuilds test sets from."""
+    data_report = json.loads((run_dir / "data.json").read_text(encoding="utf-8"))
+    run_config = torch.load(run_dir / "last.pt", weights_only=False)["run_config"]
+    sources, rules = run_config.sources, run_config.data.cleaning_rules()
+    corpora = []
+    for name, entry in data_report["corpora"].items():
+        cleaning = entry.get("cleaning", {})
+        corpora.append({"name": name, "description": entry.get("description", ""), "domain": entry["domain"],
+                        "licence": entry["licence"], "format": entry["format"], "weight": entry["weight"],
+                        "train_pairs": entry.get("train_pairs", 0),
+                        "cleaning": {k: cleaning[k] for k in ("read", "kept", "dropped") if k in cleaning},
+                        **({"held_out_recipe": entry["held_out_recipe"]} if "held_out_recipe" in entry else {})})
+    used = [c for c in corpora if c["train_pairs"]]
+    return {
+        "data": "; ".join(f"{c['description'] or c['name']}: {c['train_pairs']:,} training pairs" for c in used),
+        "domains": sorted({c["domain"] for c in used if c["domain"]}),
+        "licence": " | ".join(f"{c['name']}: {c['licence']}" for c in used if c["licence"]),
+        "corpora": corpora,
+        "splits": data_report["splits"],
+        "data_recipe": sources.to_dict(),
+        "cleaning_rules": asdict(rules),
+    }
+
+
 def export_run(run_dir: Path, out_dir: Path, source: str, target: str, validation_sources: list[str],
                quantize: bool = False, epochs_trained: int | None = None) -> dict:
     """Export, verify parity, and write the model card (scores are added later by training.evaluate)."""
@@ -153,8 +179,7 @@ def export_run(run_dir: Path, out_dir: Path, source: str, target: str, validatio
                        "decoder": {"inputs": DECODER_INPUTS, "outputs": DECODER_OUTPUTS}},
             "decoding_defaults": {"beam_size": 5, "length_penalty": 1.0, "max_length_ratio": 2.0,
                                   "max_length_offset": 10},
-            "training": {"data": f"Multi30k task 1 (multi30k/dataset@{MULTI30K_COMMIT}), train split",
-                         "licence": LICENCE_NOTE, "epochs_trained": epochs_trained or checkpoint["epoch"],
+            "training": {**training_section(run_dir), "epochs_trained": epochs_trained or checkpoint["epoch"],
                          "best_epoch": checkpoint["epoch"], "val_bleu_greedy_at_best": checkpoint["val_bleu"]},
         }
         write_card(staging, card)
@@ -183,22 +208,22 @@ def export_run(run_dir: Path, out_dir: Path, source: str, target: str, validatio
 
 
 def main() -> None:
-    from training.data import fetch_multi30k, load_pairs
+    from training.datasets import prepare_data
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="model directory, e.g. models/de-en")
-    parser.add_argument("--data-dir", type=Path, default=Path("data/multi30k"))
+    parser.add_argument("--data-dir", type=Path, default=Path("data/multi30k"), help="verified Multi30k cache")
     parser.add_argument("--mirror", type=Path)
     parser.add_argument("--quantize", action="store_true", help="also write an int8 decoder (decoder.int8.onnx)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     checkpoint = torch.load(args.run_dir / "last.pt", weights_only=False)
     run_config, epochs_trained = checkpoint["run_config"], checkpoint["state"]["epoch"]
-    fetch_multi30k(args.data_dir, args.mirror)
-    val = load_pairs(args.data_dir, "val", run_config.source, run_config.target, clean=False)
-    card = export_run(args.run_dir, args.out, run_config.source, run_config.target, [s for s, _ in val], args.quantize,
-                      epochs_trained)
+    data = prepare_data(run_config.sources, run_config.source, run_config.target, run_config.data.cleaning_rules(),
+                        args.data_dir, args.mirror)
+    card = export_run(args.run_dir, args.out, run_config.source, run_config.target,
+                      [s for s, _ in data.valid_pairs], args.quantize, epochs_trained)
     print(json.dumps(card["parity"], indent=2))
 
 

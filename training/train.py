@@ -1,4 +1,4 @@
-"""Train an attention Seq2Seq on Multi30k.
+"""Train an attention Seq2Seq on the corpora a config names (default: Multi30k).
 
     python -m training.train --config training/configs/de-en.yaml [--run-dir runs/de-en] [--mirror DIR]
     torchrun --nproc_per_node 2 -m training.train --config ...   # DistributedDataParallel (gloo/nccl)
@@ -32,7 +32,9 @@ from training.batching import collate, token_batches
 from training.config import RunConfig, load_config
 from training.distributed import (DistContext, all_sum, barrier, broadcast, init_distributed, ranks_in_sync, shard,
                                   shutdown)
-from training.data import CleaningRules, clean_pairs, fetch_multi30k, load_pairs, read_split
+from training.corpus_config import ConfigError
+from training.corpus_readers import CorpusError
+from training.datasets import prepare_data
 from training.model import Seq2Seq, count_parameters
 from training.torch_step_model import TorchStepModel
 from training.vocab import train_sentencepiece
@@ -47,18 +49,17 @@ def set_seed(seed: int) -> None:
 
 
 class Corpus:
-    """Cleaned train pairs and normalized val pairs, tokenized with the run's SentencePiece model."""
+    """The run's training and validation pairs (from every corpus its config names), tokenized with its
+    SentencePiece model (trained on the training pairs on first use, then read back from the run directory)."""
 
-    def __init__(self, config: RunConfig, data_dir: Path, run_dir: Path) -> None:
-        src, tgt = config.source, config.target
-        rules = CleaningRules(config.data.max_words, config.data.max_length_ratio)
-        self.train_pairs, dropped = clean_pairs(read_split(data_dir, "train", src), read_split(data_dir, "train", tgt),
-                                                rules)
-        log.info("train %s-%s: kept %d pairs, dropped %s", src, tgt, len(self.train_pairs), dict(dropped) or "none")
-        if config.data.max_train_pairs:
-            self.train_pairs = self.train_pairs[: config.data.max_train_pairs]
-        self.val_pairs = load_pairs(data_dir, "val", src, tgt, clean=False)[: config.data.max_val_pairs]
-        self.dropped = dict(dropped)
+    def __init__(self, config: RunConfig, run_dir: Path, multi30k_dir: Path | None = None,
+                 mirror: Path | None = None) -> None:
+        data = prepare_data(config.sources, config.source, config.target, config.data.cleaning_rules(),
+                            multi30k_dir, mirror)
+        self.train_pairs = data.train[: config.data.max_train_pairs]
+        self.val_pairs = data.valid_pairs[: config.data.max_val_pairs]
+        self.report = data.report
+        (run_dir / "data.json").write_text(json.dumps(self.report, indent=2, ensure_ascii=False) + "\n")
         sp_path = run_dir / "sentencepiece.model"
         if sp_path.exists():
             self.tokenizer = spm.SentencePieceProcessor(model_file=str(sp_path))
@@ -145,7 +146,7 @@ def grad_norm_statistics(norms: list[float], clip_norm: float) -> dict:
             "grad_norm_min": float(values.min()), "clipped_fraction": float((values > clip_norm).mean())}
 
 
-def train(config: RunConfig, run_dir: Path, data_dir: Path) -> dict:
+def train(config: RunConfig, run_dir: Path, data_dir: Path | None = None, mirror: Path | None = None) -> dict:
     """Train (or resume) a run. Under torchrun each rank trains on its shard of every epoch's batches;
     rank 0 alone evaluates, logs and writes checkpoints."""
     tc = config.train
@@ -154,10 +155,10 @@ def train(config: RunConfig, run_dir: Path, data_dir: Path) -> dict:
     set_seed(tc.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     if ctx.is_main:
-        corpus = Corpus(config, data_dir, run_dir)  # trains the SentencePiece model once
+        corpus = Corpus(config, run_dir, data_dir, mirror)  # trains the SentencePiece model once
     barrier(ctx)
     if not ctx.is_main:
-        corpus = Corpus(config, data_dir, run_dir)
+        corpus = Corpus(config, run_dir, data_dir, mirror)
     model_config = config.model_config(corpus.tokenizer.get_piece_size())
     model = Seq2Seq(model_config).to(ctx.device)
     net = DistributedDataParallel(model) if ctx.enabled else model
@@ -238,7 +239,7 @@ def save_checkpoints(run_dir: Path, model: Seq2Seq, optimizer, scheduler, state:
     checkpoint = {
         "model": weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "state": state, "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
-        "model_config": model_config, "run_config": config, "dropped_pairs": corpus.dropped,
+        "model_config": model_config, "run_config": config, "data_report": corpus.report,
     }
     torch.save(checkpoint, run_dir / "last.tmp")
     (run_dir / "last.tmp").replace(run_dir / "last.pt")
@@ -255,19 +256,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--run-dir", type=Path, help="default: runs/<config name>")
-    parser.add_argument("--data-dir", type=Path, default=Path("data/multi30k"), help="verified corpus cache")
+    parser.add_argument("--data-dir", type=Path, default=Path("data/multi30k"), help="verified Multi30k cache")
     parser.add_argument("--mirror", type=Path, help="local Multi30k mirror (else $MT_MULTI30K_MIRROR, else download)")
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="override config values")
     args = parser.parse_args()
-    config = load_config(args.config, parse_overrides(args.set))
+    try:
+        config = load_config(args.config, parse_overrides(args.set))
+    except ConfigError as error:
+        parser.exit(2, f"error: {error}\n")
     run_dir = args.run_dir or Path("runs") / config.name
     run_dir.mkdir(parents=True, exist_ok=True)
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if os.environ.get("RANK", "0") == "0":
         handlers.append(logging.FileHandler(run_dir / "train.log"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers)
-    fetch_multi30k(args.data_dir, args.mirror)
-    train(config, run_dir, args.data_dir)
+    try:
+        train(config, run_dir, args.data_dir, args.mirror)
+    except CorpusError as error:  # raised while the data is prepared, before the first training step
+        parser.exit(2, f"error: {error}\n")
 
 
 if __name__ == "__main__":
