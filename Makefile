@@ -9,12 +9,13 @@ PORT ?= 8000
 CONFIG ?= training/configs/de-en.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-serve serve test test-slow test-deploy loadtest bench train export evaluate ablation lock clean
+.PHONY: help setup setup-serve serve test test-slow test-deploy loadtest bench prepare train export evaluate ablation lock clean
 
 help:
 	@echo "make serve              set up .venv (serving runtime) and start the API on $(HOST):$(PORT)"
 	@echo "make test               set up .venv (dev) and run the test suite"
 	@echo "make test-deploy        build and check the container, monitoring and manifests (root, podman)"
+	@echo "make prepare CONFIG=... inspect a config's corpora: counts, rejects per cleaning rule, splits"
 	@echo "make train CONFIG=...   train a model from scratch (resumes if interrupted)"
 	@echo "make export RUN=runs/de-en OUT=models/de-en   export, check parity, evaluate"
 	@echo "make loadtest [URL=...] locust at increasing concurrency -> loadtest/reports/"
@@ -60,6 +61,9 @@ bench: setup
 # Container checks: podman build + run + probes, Prometheus, hadolint, compose, kustomize (root; see docs/deployment.md).
 test-deploy:
 	bash deploy/ci/container-checks.sh
+
+prepare: setup
+	$(BIN)/python -m training.prepare --config $(CONFIG)
 
 train: setup
 	$(BIN)/python -m training.train --config $(CONFIG)

@@ -368,3 +368,15 @@ def _luminance(cell) -> float:
     rgb = cell.evaluate("td => getComputedStyle(td).backgroundColor")
     r, g, b = (int(part) for part in rgb[rgb.index("(") + 1:rgb.index(")")].split(",")[:3])
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+@pytest.mark.browser
+def test_page_says_what_the_selected_model_was_trained_on(web, client):
+    page = web.page
+    choose_pair(page, "de", "en")
+    card = next(c for c in client.get("/v1/models").json()["models"] if c["id"] == "de-en")
+    [corpus] = [c for c in card["training"]["corpora"] if c["train_pairs"]]
+    line = page.get_by_test_id("model-domain")
+    expect(line).to_be_visible()
+    expect(line).to_contain_text(f"{corpus['domain']} ({corpus['name']}, {corpus['train_pairs']:,} pairs)")
+    assert corpus["domain"] == "image captions"

@@ -28,9 +28,18 @@ class DistContext:
         return self.world_size > 1
 
 
-def init_distributed() -> DistContext:
+def resolve_device_type(choice: str) -> str:
+    """``auto`` -> cuda when a GPU is visible, else cpu; ``cuda`` without a GPU is an error, not a fallback."""
+    if choice not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"train.device: {choice!r} is not auto, cpu or cuda")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is cuda, but PyTorch sees no CUDA device (a CPU build, or no GPU)")
+    return "cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def init_distributed(device_choice: str = "auto") -> DistContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = torch.cuda.is_available()
+    use_cuda = resolve_device_type(device_choice) == "cuda"
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
     if world_size == 1:

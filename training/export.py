@@ -59,7 +59,7 @@ class _DecoderStepGraph(nn.Module):
 
 def load_run(run_dir: Path) -> tuple[Seq2Seq, dict]:
     """best.pt of a run -> model in eval mode, checkpoint metadata."""
-    checkpoint = torch.load(run_dir / "best.pt", weights_only=False)
+    checkpoint = torch.load(run_dir / "best.pt", weights_only=False, map_location="cpu")
     model = Seq2Seq(ModelConfig(**checkpoint["model_config"]))
     model.load_state_dict(checkpoint["model"])
     return model.eval(), checkpoint
@@ -131,7 +131,7 @@ def training_section(run_dir: Path) -> dict:
     """What the run trained on, for the card: corpora with domains, licences, sizes and cleaning counts, and
     the recipe (corpora, held-out splits, cleaning rules) that ``training.evaluate`` rebuilds test sets from."""
     data_report = json.loads((run_dir / "data.json").read_text(encoding="utf-8"))
-    run_config = torch.load(run_dir / "last.pt", weights_only=False)["run_config"]
+    run_config = torch.load(run_dir / "last.pt", weights_only=False, map_location="cpu")["run_config"]
     sources, rules = run_config.sources, run_config.data.cleaning_rules()
     corpora = []
     for name, entry in data_report["corpora"].items():
@@ -218,7 +218,7 @@ def main() -> None:
     parser.add_argument("--quantize", action="store_true", help="also write an int8 decoder (decoder.int8.onnx)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    checkpoint = torch.load(args.run_dir / "last.pt", weights_only=False)
+    checkpoint = torch.load(args.run_dir / "last.pt", weights_only=False, map_location="cpu")
     run_config, epochs_trained = checkpoint["run_config"], checkpoint["state"]["epoch"]
     data = prepare_data(run_config.sources, run_config.source, run_config.target, run_config.data.cleaning_rules(),
                         args.data_dir, args.mirror)

@@ -36,6 +36,7 @@ from training.corpus_config import ConfigError
 from training.corpus_readers import CorpusError
 from training.datasets import prepare_data
 from training.model import Seq2Seq, count_parameters
+from training.precision import Precision, choose_precision
 from training.torch_step_model import TorchStepModel
 from training.vocab import train_sentencepiece
 
@@ -93,8 +94,12 @@ def batch_loss(net: torch.nn.Module, batch, pad_id: int, label_smoothing: float)
 
 
 def to_device(batch: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """On CUDA, copy from pinned memory asynchronously; lengths stay on the CPU (packing wants them there)."""
     src, lengths, tgt_in, tgt_out = batch
-    return src.to(device), lengths, tgt_in.to(device), tgt_out.to(device)  # lengths stay on CPU for packing
+    if device.type != "cuda":
+        return src, lengths, tgt_in, tgt_out
+    return tuple(t.pin_memory().to(device, non_blocking=True) if t is not lengths else t
+                 for t in (src, lengths, tgt_in, tgt_out))
 
 
 @torch.no_grad()
@@ -111,7 +116,7 @@ def validation_loss(model: Seq2Seq, corpus: Corpus, max_tokens: int, device: tor
 
 
 def train_epoch(net: torch.nn.Module, model: Seq2Seq, optimizer: torch.optim.Optimizer, batches: list[list[int]],
-                corpus: Corpus, config: RunConfig, ctx: DistContext, epoch: int) -> dict:
+                corpus: Corpus, config: RunConfig, ctx: DistContext, epoch: int, precision: Precision) -> dict:
     """One pass over this rank's batches. -> summed statistics of this rank."""
     tc, c = config.train, model.config
     net.train()
@@ -120,11 +125,11 @@ def train_epoch(net: torch.nn.Module, model: Seq2Seq, optimizer: torch.optim.Opt
     progress = tqdm(batches, desc=f"epoch {epoch}", mininterval=10, unit="batch", disable=not ctx.is_main)
     for indices in progress:
         batch = to_device(collate(corpus.train, indices, c.bos_id, c.eos_id, c.pad_id), ctx.device)
-        loss, n_tokens, nll = batch_loss(net, batch, c.pad_id, tc.label_smoothing)
+        with precision.autocast():
+            loss, n_tokens, nll = batch_loss(net, batch, c.pad_id, tc.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # under DDP, gradients are averaged across ranks here
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm))
-        optimizer.step()
+        # under DDP, gradients are averaged across ranks during backward
+        grad_norm = precision.backward_and_step(loss, optimizer, model.parameters(), tc.clip_norm)
         sums["steps"] += 1
         sums["loss"] += loss.item() * n_tokens
         sums["nll"] += nll
@@ -150,7 +155,8 @@ def train(config: RunConfig, run_dir: Path, data_dir: Path | None = None, mirror
     """Train (or resume) a run. Under torchrun each rank trains on its shard of every epoch's batches;
     rank 0 alone evaluates, logs and writes checkpoints."""
     tc = config.train
-    ctx = init_distributed()
+    ctx = init_distributed(tc.device)
+    precision = choose_precision(tc.precision, ctx.device)
     torch.set_num_threads(tc.threads)
     set_seed(tc.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -163,8 +169,8 @@ def train(config: RunConfig, run_dir: Path, data_dir: Path | None = None, mirror
     model = Seq2Seq(model_config).to(ctx.device)
     net = DistributedDataParallel(model) if ctx.enabled else model
     if ctx.is_main:
-        log.info("model: %s, %d parameters, %d process(es) on %s", model_config.to_dict(), count_parameters(model),
-                 ctx.world_size, ctx.device)
+        log.info("model: %s, %d parameters, %d process(es) on %s, %s", model_config.to_dict(),
+                 count_parameters(model), ctx.world_size, ctx.device, precision.name)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=tc.lr_factor, patience=tc.lr_patience, min_lr=tc.min_lr)
@@ -179,7 +185,11 @@ def train(config: RunConfig, run_dir: Path, data_dir: Path | None = None, mirror
         scheduler.load_state_dict(checkpoint["scheduler"])
         state = checkpoint["state"]
         rng.setstate(checkpoint["rng"])
-        torch.set_rng_state(checkpoint["torch_rng"])
+        torch.set_rng_state(checkpoint["torch_rng"].cpu())
+        if ctx.device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(checkpoint["cuda_rng"].cpu(), ctx.device)
+        if precision.scaler is not None and checkpoint.get("grad_scaler"):
+            precision.scaler.load_state_dict(checkpoint["grad_scaler"])
         if ctx.is_main:
             log.info("resumed from %s at epoch %d", last, state["epoch"])
 
@@ -187,7 +197,7 @@ def train(config: RunConfig, run_dir: Path, data_dir: Path | None = None, mirror
     while state["epoch"] < tc.epochs and state["bad_epochs"] < tc.patience:
         epoch = state["epoch"] + 1
         batches = shard(token_batches(corpus.train, tc.max_tokens, rng), ctx)
-        sums = train_epoch(net, model, optimizer, batches, corpus, config, ctx, epoch)
+        sums = train_epoch(net, model, optimizer, batches, corpus, config, ctx, epoch, precision)
         state["step"] += sums["steps"]
         in_sync = ranks_in_sync(model, ctx)
         tokens, loss_sum, nll_sum = (all_sum(sums[k], ctx) for k in ("tokens", "loss", "nll"))
@@ -212,13 +222,14 @@ def train(config: RunConfig, run_dir: Path, data_dir: Path | None = None, mirror
                 **grad_norm_statistics(sums["grad_norms"], tc.clip_norm),
                 "target_tokens_per_s": tokens / sums["seconds"], "epoch_seconds": sums["seconds"],
                 "eval_seconds": time.perf_counter() - eval_started, "world_size": ctx.world_size,
-                "ranks_in_sync": in_sync,
+                "ranks_in_sync": in_sync, "device": str(ctx.device), "precision": precision.name,
             }
             log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                                           for k, v in record.items()}))
             with metrics_path.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
-            save_checkpoints(run_dir, model, optimizer, scheduler, state, rng, config, corpus, improved, val_bleu)
+            save_checkpoints(run_dir, model, optimizer, scheduler, state, rng, config, corpus, improved, val_bleu,
+                             precision)
         if not in_sync:
             raise RuntimeError("parameters differ between ranks: distributed training is broken")
         barrier(ctx)
@@ -229,7 +240,7 @@ def train(config: RunConfig, run_dir: Path, data_dir: Path | None = None, mirror
 
 
 def save_checkpoints(run_dir: Path, model: Seq2Seq, optimizer, scheduler, state: dict, rng: random.Random,
-                     config: RunConfig, corpus: Corpus, improved: bool, val_bleu: float) -> None:
+                     config: RunConfig, corpus: Corpus, improved: bool, val_bleu: float, precision: Precision) -> None:
     """last.pt (everything needed to resume, written atomically) and, on a new best, best.pt (weights only)."""
     model_config = model.config.to_dict()
     weights = {k: v.cpu() for k, v in model.state_dict().items()}
@@ -240,6 +251,9 @@ def save_checkpoints(run_dir: Path, model: Seq2Seq, optimizer, scheduler, state:
         "model": weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "state": state, "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
         "model_config": model_config, "run_config": config, "data_report": corpus.report,
+        "grad_scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
+        "cuda_rng": torch.cuda.get_rng_state(model_device) if (model_device := next(model.parameters()).device).type
+        == "cuda" else None,
     }
     torch.save(checkpoint, run_dir / "last.tmp")
     (run_dir / "last.tmp").replace(run_dir / "last.pt")

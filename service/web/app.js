@@ -23,11 +23,13 @@
   const attentionBlock = $("attention-block");
   const heatmap = $("attention-heatmap");
   const readout = $("cell-readout");
+  const modelDomain = $("model-domain");
 
   const AUTO = "auto";
   const LOW = [255, 255, 255];  // colour of weight 0
   const HIGH = [8, 48, 107];    // colour of weight 1 (the legend's gradient uses the same two)
   let languages = [];           // [{code, name, targets}] from /languages
+  let cards = {};               // "src-tgt" -> model card from /v1/models (what each model was trained on)
   let pending = null;           // AbortController of the request in flight
 
   // ---- languages ------------------------------------------------------------------------------------------------
@@ -39,6 +41,7 @@
       if (response.ok) {
         languages = await response.json();
         fillSources();
+        loadModelCards();
         return;
       }
       problem = await describeHttpError(response);
@@ -48,6 +51,32 @@
     // 503 while the models load, or the service restarting: keep trying, a little slower each time.
     setStatus(`${problem} Retrying…`);
     setTimeout(() => loadLanguages(attempt + 1), Math.min(1000 * (attempt + 1), 5000));
+  }
+
+  // ---- what the selected model was trained on -----------------------------------------------------------------
+
+  async function loadModelCards() {
+    try {
+      const response = await fetch("v1/models", {headers: {Accept: "application/json"}});
+      if (!response.ok) return;  // the line is a courtesy: the page works without it
+      for (const card of (await response.json()).models) cards[`${card.source_language}-${card.target_language}`] = card;
+      showModelDomain();
+    } catch (error) { /* keep the page usable */ }
+  }
+
+  function describeTraining(card) {
+    const training = card.training || {};
+    const corpora = (training.corpora || []).filter((corpus) => corpus.train_pairs > 0);
+    if (corpora.length === 0) return training.data ? `Trained on ${training.data}.` : "";
+    const parts = corpora.map((corpus) =>
+      `${corpus.domain || "unspecified text"} (${corpus.name}, ${corpus.train_pairs.toLocaleString("en")} pairs)`);
+    return `This model was trained on ${parts.join(" and ")}. Expect weaker translations of other kinds of text.`;
+  }
+
+  function showModelDomain() {
+    const card = cards[`${sourceSelect.value}-${targetSelect.value}`];
+    modelDomain.textContent = card ? describeTraining(card) : "";
+    modelDomain.hidden = !modelDomain.textContent;
   }
 
   function nameOf(code) {
@@ -82,6 +111,7 @@
     targetSelect.replaceChildren(...targets.map((code) => new Option(`${nameOf(code)} (${code})`, code)));
     if (targets.includes(previous)) targetSelect.value = previous;
     updateSwap();
+    showModelDomain();
   }
 
   function updateSwap() {
@@ -95,6 +125,7 @@
     fillTargets();
     targetSelect.value = source;
     updateSwap();
+    showModelDomain();
     if (output.dataset.status === "done" && output.textContent) input.value = output.textContent;
     updateCharCount();
   }
@@ -391,7 +422,7 @@
     }
   });
   sourceSelect.addEventListener("change", fillTargets);
-  targetSelect.addEventListener("change", updateSwap);
+  targetSelect.addEventListener("change", () => { updateSwap(); showModelDomain(); });
   swapButton.addEventListener("click", swap);
   input.addEventListener("input", updateCharCount);
 
