@@ -19,7 +19,7 @@ from training.cleaning import CleaningRules, clean
 from training.config import load_config
 from training.corpus_config import ConfigError, parse_sources
 from training.corpus_readers import CorpusError, RawPair, read_delimited, read_jsonl, read_moses, read_tmx
-from training.datasets import prepare_data
+from training.datasets import prepare_data, read_corpus
 from training.splits import carve, sentence_groups
 
 PAIRS = [("Ein Hund rennt.", "A dog runs."), ("Zwei Männer & ein \"Kind\".", "Two men, a child."),
@@ -67,13 +67,7 @@ def write_corpus(fmt: str, folder: Path, pairs: list[tuple[str, str]], gz: bool 
 
 def read_all(entry: dict, src: str = "de", tgt: str = "en") -> list[RawPair]:
     sources = parse_sources({"corpora": [{"name": "c", **entry, "held_out": {"valid": 1}}]}, src, tgt)
-    return list(prepare_raw(sources.corpora[0], src, tgt))
-
-
-def prepare_raw(spec, src, tgt):
-    from training.datasets import read_corpus
-
-    return read_corpus(spec, src, tgt)
+    return list(read_corpus(sources.corpora[0], src, tgt))
 
 
 @pytest.mark.parametrize("fmt", ["tsv", "csv", "moses", "jsonl", "tmx"])

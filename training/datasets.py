@@ -146,6 +146,9 @@ def prepare_data(sources: DataSources, source: str, target: str, rules: Cleaning
             raise CorpusError(f"corpus {spec.name!r}: no training pair left after cleaning "
                               f"({entry['cleaning']['dropped']})")
         report["corpora"][spec.name] = entry
+        if "cleaning" in entry:
+            log.info("corpus %s: read %d, kept %d, dropped %s", spec.name, entry["cleaning"]["read"],
+                     entry["cleaning"]["kept"], {k: v for k, v in entry["cleaning"]["dropped"].items() if v} or "none")
 
     held_out_sentences = {text.casefold() for ref in (*sources.valid, *sources.test)
                           if not ref.endswith(f":{WHOLE}") for pair in parts[ref] for text in pair}
