@@ -83,3 +83,26 @@ def test_every_architecture_exports_with_parity(tmp_path, cell, attention, input
     sources = [list(rng.integers(4, 50, size=n)) + [3] for n in (1, 3, 6, 9, 12, 2, 7)]
     assert logprob_parity(model, onnx_model, sources, batch_size=4) <= 1e-4
     assert greedy_agreement(model, onnx_model, sources, batch_size=4) == len(sources)
+
+
+def test_checkpoint_averaging_exports_with_parity(tiny_run, corpus_dir, tmp_path):
+    from training.average import available_epochs, average_weights
+    from training.data import load_pairs
+    from training.export import export_run
+
+    assert available_epochs(tiny_run) == [2, 3]  # keep_epochs: 2 deletes older ones
+    first, second = (torch.load(tiny_run / f"epoch-{n}.pt", weights_only=False) for n in (2, 3))
+    averaged = average_weights([tiny_run / "epoch-2.pt", tiny_run / "epoch-3.pt"])
+    name = "decoder.out_proj.weight" if "decoder.out_proj.weight" in averaged["model"] else next(
+        k for k, v in averaged["model"].items() if v.is_floating_point())
+    assert torch.allclose(averaged["model"][name], (first["model"][name] + second["model"][name]) / 2)
+    assert averaged["averaged_epochs"] == [2, 3]
+    torch.save({**averaged, "val_bleu": 0.0}, tmp_path / "averaged.pt")
+    run = tmp_path / "run"
+    import shutil
+    shutil.copytree(tiny_run, run)
+    shutil.copy(tmp_path / "averaged.pt", run / "averaged.pt")
+    sources = [s for s, _ in load_pairs(corpus_dir, "val", "de", "en", clean=False)[:50]]
+    card = export_run(run, tmp_path / "models" / "de-en", "de", "en", sources, checkpoint_name="averaged.pt")
+    assert card["training"]["exported_weights"] == "average of epochs [2, 3]"
+    assert card["parity"]["greedy_identical"] == 50

@@ -55,6 +55,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     validate_beam: int = 1
     log_every: int = 50
+    keep_epochs: int = 0  # keep the weights of the last K epochs (epoch-N.pt) for checkpoint averaging
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Export a trained run to models/<src>-<tgt>/: encoder and decoder-step ONNX graphs, tokenizer, model card.
 
-    python -m training.export --run-dir runs/de-en --out models/de-en [--quantize]
+    python -m training.export --run-dir runs/de-en --out models/de-en [--quantize] [--checkpoint averaged.pt]
 
 Parity with PyTorch is checked before anything is written as final: max |log-prob difference| over
 validation batches must be <= 1e-4 and greedy outputs must be identical on the whole validation set.
@@ -57,9 +57,9 @@ class _DecoderStepGraph(nn.Module):
         return self.model.decode_step(prev_tokens, state, memory, memory_keys, memory_mask)
 
 
-def load_run(run_dir: Path) -> tuple[Seq2Seq, dict]:
-    """best.pt of a run -> model in eval mode, checkpoint metadata."""
-    checkpoint = torch.load(run_dir / "best.pt", weights_only=False, map_location="cpu")
+def load_run(run_dir: Path, checkpoint_name: str = "best.pt") -> tuple[Seq2Seq, dict]:
+    """best.pt (or another weights file) of a run -> model in eval mode, checkpoint metadata."""
+    checkpoint = torch.load(run_dir / checkpoint_name, weights_only=False, map_location="cpu")
     model = Seq2Seq(ModelConfig(**checkpoint["model_config"]))
     model.load_state_dict(checkpoint["model"])
     return model.eval(), checkpoint
@@ -154,9 +154,9 @@ def training_section(run_dir: Path) -> dict:
 
 
 def export_run(run_dir: Path, out_dir: Path, source: str, target: str, validation_sources: list[str],
-               quantize: bool = False, epochs_trained: int | None = None) -> dict:
+               quantize: bool = False, epochs_trained: int | None = None, checkpoint_name: str = "best.pt") -> dict:
     """Export, verify parity, and write the model card (scores are added later by training.evaluate)."""
-    model, checkpoint = load_run(run_dir)
+    model, checkpoint = load_run(run_dir, checkpoint_name)
     config = model.config
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-export-", dir=out_dir.parent))
@@ -180,7 +180,9 @@ def export_run(run_dir: Path, out_dir: Path, source: str, target: str, validatio
             "decoding_defaults": {"beam_size": 5, "length_penalty": 1.0, "max_length_ratio": 2.0,
                                   "max_length_offset": 10},
             "training": {**training_section(run_dir), "epochs_trained": epochs_trained or checkpoint["epoch"],
-                         "best_epoch": checkpoint["epoch"], "val_bleu_greedy_at_best": checkpoint["val_bleu"]},
+                         "exported_weights": (f"average of epochs {checkpoint['averaged_epochs']}"
+                                              if "averaged_epochs" in checkpoint else f"epoch {checkpoint['epoch']}"),
+                         "val_bleu_greedy": checkpoint["val_bleu"]},
         }
         write_card(staging, card)
         onnx_model = OnnxSeq2Seq(staging)
@@ -216,6 +218,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("data/multi30k"), help="verified Multi30k cache")
     parser.add_argument("--mirror", type=Path)
     parser.add_argument("--quantize", action="store_true", help="also write an int8 decoder (decoder.int8.onnx)")
+    parser.add_argument("--checkpoint", default="best.pt", help="weights file in the run directory (best.pt, or "
+                        "averaged.pt from training.average)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     checkpoint = torch.load(args.run_dir / "last.pt", weights_only=False, map_location="cpu")
@@ -223,7 +227,7 @@ def main() -> None:
     data = prepare_data(run_config.sources, run_config.source, run_config.target, run_config.data.cleaning_rules(),
                         args.data_dir, args.mirror)
     card = export_run(args.run_dir, args.out, run_config.source, run_config.target,
-                      [s for s, _ in data.valid_pairs], args.quantize, epochs_trained)
+                      [s for s, _ in data.valid_pairs], args.quantize, epochs_trained, args.checkpoint)
     print(json.dumps(card["parity"], indent=2))
 
 

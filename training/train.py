@@ -241,12 +241,19 @@ def train(config: RunConfig, run_dir: Path, data_dir: Path | None = None, mirror
 
 def save_checkpoints(run_dir: Path, model: Seq2Seq, optimizer, scheduler, state: dict, rng: random.Random,
                      config: RunConfig, corpus: Corpus, improved: bool, val_bleu: float, precision: Precision) -> None:
-    """last.pt (everything needed to resume, written atomically) and, on a new best, best.pt (weights only)."""
+    """last.pt (everything needed to resume, written atomically), on a new best best.pt (weights only), and
+    with ``train.keep_epochs`` K > 0 the weights of the last K epochs as epoch-N.pt (for training.average)."""
     model_config = model.config.to_dict()
     weights = {k: v.cpu() for k, v in model.state_dict().items()}
+    epoch = state["epoch"]
     if improved:
-        torch.save({"model": weights, "model_config": model_config, "epoch": state["epoch"], "val_bleu": val_bleu},
+        torch.save({"model": weights, "model_config": model_config, "epoch": epoch, "val_bleu": val_bleu},
                    run_dir / "best.pt")
+    keep = config.train.keep_epochs
+    if keep > 0:
+        torch.save({"model": weights, "model_config": model_config, "epoch": epoch, "val_bleu": val_bleu},
+                   run_dir / f"epoch-{epoch}.pt")
+        (run_dir / f"epoch-{epoch - keep}.pt").unlink(missing_ok=True)
     checkpoint = {
         "model": weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "state": state, "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
