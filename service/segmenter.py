@@ -21,12 +21,14 @@ ABBREVIATIONS: dict[str, frozenset[str]] = {
 _ALL_ABBREVIATIONS = frozenset().union(*ABBREVIATIONS.values())
 
 # A candidate boundary: sentence-final punctuation, optional closing quotes/brackets, whitespace,
-# then something that can start a sentence.
-_BOUNDARY = re.compile(r"([.!?…]+[\"'»«”’)\]]*)(\s+)(?=\S)")
+# then something that can start a sentence. Every pattern here runs in linear time on any input: a match
+# never starts inside a run it could have started before (lookbehind), and runs are taken possessively,
+# so a run of 5,000 dots or spaces is scanned once, not once per position.
+_BOUNDARY = re.compile(r"(?<![.!?…])([.!?…]++[\"'»«”’)\]]*+)(\s++)(?=\S)")
 _OPENERS = "\"'«»„“‘([¿¡"
-_LINE_BREAK = re.compile(r"\s*\n\s*")
-_PREVIOUS_WORD = re.compile(r"(\S+)$")
+_LINE_BREAK = re.compile(r"(?<![^\S\n])[^\S\n]*+\n\s*")
 _CUT_AFTER = re.compile(r"[,;:]\s")
+_LONGEST_ABBREVIATION = 64  # characters of the previous word that decide whether a period is an abbreviation
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def _segment_line(line: str, language: str | None, max_chars: int, pieces: list[
     position = 0
     for match in _BOUNDARY.finditer(body):
         sentence_end = match.start(2)
-        if not _starts_sentence(body[match.end() :]) or _is_abbreviation(body[position : match.end(1)], language):
+        if not _starts_sentence(body, match.end()) or _is_abbreviation(body, position, match.end(1), language):
             continue
         _append_sentence(body[position:sentence_end], max_chars, pieces)
         _append(pieces, match.group(2), False)
@@ -81,20 +83,23 @@ def _segment_line(line: str, language: str | None, max_chars: int, pieces: list[
     _append(pieces, line[start + len(stripped) :], False)
 
 
-def _starts_sentence(rest: str) -> bool:
-    """Can a sentence start here? (an upper-case letter or a digit, maybe after opening quotes)"""
-    first = rest.lstrip(_OPENERS)[:1]
+def _starts_sentence(text: str, start: int) -> bool:
+    """Can a sentence start at ``text[start]``? (an upper-case letter or a digit, maybe after opening quotes)"""
+    while start < len(text) and text[start] in _OPENERS:
+        start += 1
+    first = text[start : start + 1]
     return first.isupper() or first.isdigit()
 
 
-def _is_abbreviation(sentence: str, language: str | None) -> bool:
-    """Does ``sentence`` (ending in its candidate final punctuation) end with an abbreviation, not a full stop?"""
-    if not sentence.endswith("."):
+def _is_abbreviation(text: str, sentence_start: int, end: int, language: str | None) -> bool:
+    """Does the sentence ``text[sentence_start:end]`` (ending in its candidate final punctuation) end with an
+    abbreviation, not a full stop? Only the last word is read, so the cost does not grow with the sentence."""
+    if text[end - 1 : end] != ".":
         return False
-    word = _PREVIOUS_WORD.search(sentence[:-1])
-    if word is None:
+    tail = text[max(sentence_start, end - 1 - _LONGEST_ABBREVIATION) : end - 1]
+    if not tail or tail[-1].isspace():
         return False
-    token = word.group(1).lstrip("\"'«»„“‘([").lower()
+    token = tail.split()[-1].lstrip("\"'«»„“‘([").lower()
     if len(token) == 1 and token.isalpha():  # initials and "z. B.", "d. h."
         return True
     if "." in token:  # "e.g", "z.B", "U.S"

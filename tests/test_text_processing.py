@@ -42,6 +42,19 @@ def test_segments_always_rejoin_to_the_input():
                 assert any(c.isalpha() for c in piece.text)
 
 
+@pytest.mark.parametrize("run", [".", " ", ". ", "Dr. A ", '."', "(", "!?", " \n"])
+def test_splitting_pathological_runs_is_linear(run):
+    """Runs of punctuation or spaces once made the splitter backtrack quadratically (5,000 dots: 0.3 s,
+    200,000: minutes). Not a speed benchmark: a hang guard with a bound ~100x above the linear cost."""
+    import time
+
+    text = "Ein Satz. " + run * (200_000 // len(run)) + "Noch einer."
+    started = time.process_time()
+    pieces = segment(text, "de")
+    assert time.process_time() - started < 5.0
+    assert "".join(p.text for p in pieces) == text
+
+
 def test_blank_and_letterless_texts_need_no_translation():
     for text in ["", "   ", "\n\n", "42", "...", " - 3,5 % "]:
         assert sentences(segment(text)) == []
