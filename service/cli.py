@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 
-from service.config import Settings
+from service.config import SettingsError, load_settings
 from service.logs import setup_logging
 
 log = logging.getLogger("service.cli")
@@ -33,7 +33,7 @@ def serve(args: argparse.Namespace) -> int:
     from service.registry import ModelLoadError, verify_models
 
     updates = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
-    settings = Settings().model_copy(update=updates)
+    settings = load_settings(**updates)
     setup_logging(settings.log_level)
     try:
         checked = verify_models(settings)
@@ -59,7 +59,7 @@ def translate(args: argparse.Namespace) -> int:
     from service.errors import EngineError
     from service.registry import ModelLoadError
 
-    settings = Settings().model_copy(update={"warmup": False})
+    settings = load_settings(warmup=False)
     setup_logging("WARNING")
     texts = args.text if args.text else [line.rstrip("\n") for line in sys.stdin]
     engine = TranslationEngine(settings)
@@ -112,4 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     translate_parser.add_argument("text", nargs="*", help="texts to translate (default: stdin, one per line)")
     translate_parser.set_defaults(run=translate)
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_CONFIG

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -88,3 +88,25 @@ class Settings(BaseSettings):
         if self.max_text_chars > self.max_request_chars:
             raise ValueError("max_text_chars exceeds max_request_chars")
         return self
+
+
+SECRET_FIELDS = frozenset({"api_keys"})
+
+
+class SettingsError(ValueError):
+    """The MT_ variables are invalid. One line per variable, named; values never appear (they may be secrets)."""
+
+
+def load_settings(**updates: object) -> Settings:
+    """Settings from the environment (``updates`` override), or SettingsError naming each bad variable."""
+    try:
+        return Settings().model_copy(update=updates)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors(include_input=False, include_url=False):
+            field = str(problem["loc"][0]) if problem["loc"] else ""
+            message = problem["msg"].removeprefix("Value error, ")
+            if field in SECRET_FIELDS:
+                message = "expected keys separated by commas or whitespace, or a JSON list of strings"
+            lines.append(f"MT_{field.upper()}: {message}" if field else f"MT_ settings: {message}")
+        raise SettingsError("; ".join(lines)) from None

@@ -60,3 +60,16 @@ def test_commands_refuse_corrupted_models_naming_the_file(corrupted_models):
     assert served.returncode == 2
     record = json.loads(served.stderr.strip().splitlines()[-1])
     assert record["level"] == "critical" and "sentencepiece.model is corrupted" in record["msg"]
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"MT_API_KEYS": '["k3y-that-is-secret", '}, "MT_API_KEYS"),
+    ({"MT_API_KEYS": '["k3y-that-is-secret", 42, {"a": 1}]'}, "MT_API_KEYS"),
+    ({"MT_RATE_LIMIT_PER_MINUTE": "k3y-that-is-secret"}, "MT_RATE_LIMIT_PER_MINUTE"),
+])
+def test_bad_settings_are_one_line_naming_the_variable_and_never_the_value(env, variable, tmp_path):
+    for command in (["serve", "--port", "0"], ["translate", "-s", "de", "-t", "en", "Hallo"]):
+        result = run(command, tmp_path, **env)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"error: {variable}: ") and result.stderr.count("\n") == 1, result.stderr
+        assert "k3y-that-is-secret" not in result.stderr and "Traceback" not in result.stderr
