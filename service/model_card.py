@@ -35,14 +35,25 @@ def read_card(model_dir: Path) -> dict:
         raise ModelCardError(f"{path} is missing") from error
     except json.JSONDecodeError as error:
         raise ModelCardError(f"{path} is not valid JSON: {error}") from error
+    except UnicodeDecodeError as error:
+        raise ModelCardError(f"{path} is not UTF-8 ({error.reason} at byte {error.start})") from error
+    if not isinstance(card, dict):
+        raise ModelCardError(f"{path}: expected a JSON object, got {type(card).__name__}")
     if card.get("format_version") != FORMAT_VERSION:
         raise ModelCardError(f"{path}: unsupported format_version {card.get('format_version')!r}")
     return card
 
 
 def verify_files(model_dir: Path, card: dict) -> None:
-    """Check that every file the card lists exists and matches its SHA-256; raise naming the first bad file."""
-    for name, expected in card["sha256"].items():
+    """Check that every file the card lists exists and matches its SHA-256; raise naming the first bad file.
+    A file listed in ``files`` without a checksum is an error too: every file the service loads is checked."""
+    files, checksums = card.get("files"), card.get("sha256")
+    if not isinstance(files, dict) or not isinstance(checksums, dict):
+        raise ModelCardError(f"{model_dir / CARD_NAME}: 'files' and 'sha256' must be objects")
+    unchecked = sorted(set(files.values()) - set(checksums))
+    if unchecked:
+        raise ModelCardError(f"{model_dir / CARD_NAME} lists {unchecked} in 'files' without a SHA-256")
+    for name, expected in checksums.items():
         path = model_dir / name
         if not path.is_file():
             raise ModelCardError(f"{path} is missing")

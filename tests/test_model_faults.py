@@ -45,7 +45,25 @@ def drop_card_field(model: Path) -> str:
     return r"model\.json has no 'vocabulary'"
 
 
-FAULTS = [break_tokenizer, break_card_json, remove_card, truncate_encoder, drop_card_field]
+def card_not_an_object(model: Path) -> str:
+    (model / "model.json").write_text('["en-de"]', encoding="utf-8")
+    return r"model\.json: expected a JSON object, got list"
+
+
+def card_not_utf8(model: Path) -> str:
+    (model / "model.json").write_bytes(b'{"id": "en-\xff"}')
+    return r"model\.json is not UTF-8"
+
+
+def file_without_checksum(model: Path) -> str:
+    card = json.loads((model / "model.json").read_text(encoding="utf-8"))
+    del card["sha256"][card["files"]["decoder"]]
+    (model / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    return r"model\.json lists \['decoder\.onnx'\] in 'files' without a SHA-256"
+
+
+FAULTS = [break_tokenizer, break_card_json, remove_card, truncate_encoder, drop_card_field, card_not_an_object,
+          card_not_utf8, file_without_checksum]
 
 
 @pytest.fixture
