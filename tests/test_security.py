@@ -249,6 +249,10 @@ def test_cors_is_off_by_default_and_allows_only_the_configured_origins(served_mo
             stranger = httpx.options(f"{url}/v1/translate", headers={
                 "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
             assert stranger.status_code == 400 and "access-control-allow-origin" not in stranger.headers
+            # the request middleware's own answers (here its 413) are inside CORS, so a page can read them
+            too_big = httpx.post(f"{url}/v1/translate", content=b"x" * (engine.settings.max_body_bytes + 1),
+                                 headers={"Origin": origin, "Content-Type": "application/json", **bearer(ALPHA)})
+            assert too_big.status_code == 413 and too_big.headers["access-control-allow-origin"] == origin
 
 
 # ---- metrics on their own port -----------------------------------------------------------------------------------
@@ -314,3 +318,22 @@ def test_log_text_puts_the_text_in_the_logs(served_models_dir, caplog):
     with running_service(served_models_dir, log_text=True) as url:
         exercise(url)
     assert SECRET in captured(caplog)
+
+
+def test_client_controlled_log_fields_are_capped(served_models_dir, caplog):
+    """A 100,000-character language code or path reaches the access log cut to MAX_LOGGED_CHARS, and an
+    oversized or odd X-Request-ID is replaced, not logged."""
+    from service.api.middleware import MAX_LOGGED_CHARS
+
+    caplog.set_level(logging.DEBUG)
+    huge = "q" * 100_000
+    with running_service(served_models_dir) as url:
+        for body in ({"q": "Hallo", "source": huge, "target": "en"}, {"q": "Hallo", "source": "de", "target": huge}):
+            assert httpx.post(f"{url}/translate", json=body, timeout=60).status_code == 400
+        assert httpx.post(f"{url}/v1/translate", json={"texts": ["Hallo"], "source": huge, "target": "en"},
+                          timeout=60).status_code in (400, 422)
+        assert httpx.get(f"{url}/{huge[:8000]}", timeout=60).status_code == 404
+        answer = httpx.get(f"{url}/health/live", headers={"X-Request-ID": "id;" + "r" * 200})
+        assert len(answer.headers["x-request-id"]) == 32  # replaced by a fresh id
+    lines = [formatted for formatted in captured(caplog).splitlines() if '"msg": "request"' in formatted]
+    assert lines and all(len(line) < 3 * MAX_LOGGED_CHARS for line in lines), max(map(len, lines))

@@ -35,6 +35,7 @@ class InFlight:
 
     def __init__(self, url: str, batches: list[list[str]]) -> None:
         self.results: list[tuple[list[str], object]] = []
+        self.retry_after: list[str | None] = []
         self.threads = [threading.Thread(target=self._send, args=(url, texts)) for texts in batches]
         for thread in self.threads:
             thread.start()
@@ -45,6 +46,7 @@ class InFlight:
                                                                "beam_size": 1}, timeout=60)
             body = response.json() if response.headers.get("content-type") == "application/json" else {}
             outcome: object = (response.status_code, [t["text"] for t in body.get("translations", [])] or body)
+            self.retry_after.append(response.headers.get("retry-after"))
         except httpx.HTTPError as error:
             outcome = error
         self.results.append((texts, outcome))
@@ -110,6 +112,7 @@ def test_shutdown_timeout_bounds_the_wait_for_requests_that_cannot_finish(served
     assert exit_code == 0 and stopped_after < 10
     for _, outcome in requests.results:
         assert outcome == (503, {"error": "the service shut down before the request was finished"}), outcome
+    assert requests.retry_after == ["1"] * len(requests.results)  # MT_RETRY_AFTER_S, like every 503
 
 
 # ---- read-only root filesystem ------------------------------------------------------------------------------------

@@ -87,11 +87,12 @@ def create_app(settings: Settings | None = None, engine: TranslationEngine | Non
         app.include_router(routes_ops.metrics_router)
     app.include_router(routes_web.router)
     _add_error_handlers(app, engine)
-    if settings.cors_origins:
+    app.add_middleware(RequestContextMiddleware, metrics=engine.metrics, max_body_bytes=settings.max_body_bytes,
+                       retry_after_s=settings.retry_after_s)
+    if settings.cors_origins:  # added last = outermost: the request middleware's own 413/500/503 get CORS headers too
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["*"],
                            expose_headers=["X-Request-ID", "X-Queue-Time-Ms", "X-Inference-Time-Ms", "Retry-After"])
-    app.add_middleware(RequestContextMiddleware, metrics=engine.metrics, max_body_bytes=settings.max_body_bytes)
     return app
 
 

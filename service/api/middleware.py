@@ -27,16 +27,19 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 REQUEST_ID_HEADER = "x-request-id"
 QUIET_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+MAX_LOGGED_CHARS = 1000  # per string: every client-controlled value that reaches a log line is capped
+MAX_LOGGED_ITEMS = 32  # per list
 
 
 class RequestContextMiddleware:
     """Assigns ``scope["state"]["request_id"]`` (the client's X-Request-ID if sane), enforces the body limit,
     echoes X-Request-ID, counts and times the request, and logs it (routes add fields in ``state["log"]``)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, retry_after_s: int = 1) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.retry_after_s = retry_after_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,7 +77,8 @@ class RequestContextMiddleware:
             state["log"]["error"] = "shutting_down"
             if not status["started"]:
                 await _json_response(send_with_id, 503, {"error": "the service shut down before the request was "
-                                                                  "finished"})
+                                                                  "finished"},
+                                     [(b"retry-after", str(self.retry_after_s).encode())])
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
             self.metrics.rejections.labels("internal").inc()
@@ -88,8 +92,9 @@ class RequestContextMiddleware:
             self.metrics.requests.labels(endpoint, str(status["code"])).inc()
             self.metrics.request_latency.labels(endpoint).observe(elapsed)
             quiet = scope["path"] in QUIET_PATHS and status["code"] < 400  # probes and scrapes: debug level
-            fields = {"request_id": request_id, "method": scope["method"], "path": scope["path"],
-                      "status": status["code"], "duration_ms": round(elapsed * 1000, 2), **state.get("log", {})}
+            fields = {"request_id": request_id, "method": scope["method"], "path": capped(scope["path"]),
+                      "status": status["code"], "duration_ms": round(elapsed * 1000, 2),
+                      **{key: capped(value) for key, value in state.get("log", {}).items()}}
             log.log(logging.DEBUG if quiet else logging.INFO, "request", extra=fields)
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes | None:
@@ -131,8 +136,20 @@ def _endpoint(scope: Scope) -> str:
     return getattr(scope.get("route"), "path", None) or "unmatched"
 
 
-async def _json_response(send: Send, status: int, content: dict) -> None:
+def capped(value: Any) -> Any:
+    """A log field with strings cut to MAX_LOGGED_CHARS and lists to MAX_LOGGED_ITEMS (saying how much was cut)."""
+    if isinstance(value, str) and len(value) > MAX_LOGGED_CHARS:
+        return f"{value[:MAX_LOGGED_CHARS]}...(+{len(value) - MAX_LOGGED_CHARS} chars)"
+    if isinstance(value, (list, tuple)):
+        items = [capped(item) for item in value[:MAX_LOGGED_ITEMS]]
+        return items + [f"...(+{len(value) - MAX_LOGGED_ITEMS} items)"] if len(value) > MAX_LOGGED_ITEMS else items
+    return value
+
+
+async def _json_response(send: Send, status: int, content: dict,
+                         extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps(content).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(extra_headers or [])]})
     await send({"type": "http.response.body", "body": body})
