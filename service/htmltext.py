@@ -8,21 +8,27 @@ escaped. So a translation can never turn into markup, whatever the model writes,
 the client sent (scripts included) come back as they were.
 
 Text inside script, style, code, pre, textarea and elements marked ``translate="no"`` or
-``class="notranslate"`` is copied, not translated. Each text node is translated on its own, so inline
+``class="notranslate"`` is copied, not translated. Where the standard parser departs from browsers, this
+module follows browsers (checked against html5lib in the tests): ``<script/>`` and other self-closed
+non-void elements open an element, and attribute values keep ``&section=2``-style text in URLs. Each text node is translated on its own, so inline
 tags split a sentence (``ein <b>großer</b> Hund`` is three texts): the markup survives, fluency suffers.
 """
 
 from __future__ import annotations
 
 import html
+import html.parser
 import re
 from dataclasses import dataclass, field
+from html.entities import html5 as NAMED_REFERENCES
 from html.parser import HTMLParser
 
 VOID_ELEMENTS = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
                            "source", "track", "wbr"})
 RAW_TEXT_ELEMENTS = frozenset({"script", "style"})  # the parser hands their content over unparsed
 _SECTION_NAME = re.compile(r"[a-zA-Z][-_.a-zA-Z0-9]*")
+FOREIGN_ELEMENTS = frozenset({"svg", "math"})  # inside them "<x/>" really is self-closing
+_CHARACTER_REFERENCE = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")
 UNTRANSLATED_ELEMENTS = RAW_TEXT_ELEMENTS | frozenset({"code", "pre", "kbd", "samp", "var", "textarea", "noscript",
                                                        "template", "svg", "math"})
 
@@ -63,6 +69,7 @@ class _Splitter(HTMLParser):
         return bool(self.document.text_index) and self.document.text_index[-1] == len(self.document.parts) - 1
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attrs = self._raw_attributes(attrs)
         self._markup(f"<{tag}{_attributes(attrs)}>")
         if tag in VOID_ELEMENTS:
             return
@@ -72,7 +79,33 @@ class _Splitter(HTMLParser):
         self._open.append((tag, self._translatable and tag not in UNTRANSLATED_ELEMENTS and not opted_out))
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._markup(f"<{tag}{_attributes(attrs)} />")
+        """``<x/>``: browsers ignore the slash on HTML elements that are not void (``<script/>``,
+        ``<textarea/>``, ``<span translate="no"/>`` open an element), so this parser does too."""
+        if tag in VOID_ELEMENTS or any(open_tag in FOREIGN_ELEMENTS for open_tag, _ in self._open):
+            self._markup(f"<{tag}{_attributes(self._raw_attributes(attrs))} />")
+            return
+        self.handle_starttag(tag, attrs)
+        if tag in self.CDATA_CONTENT_ELEMENTS:
+            self.set_cdata_mode(tag)
+
+    def _raw_attributes(self, parsed: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+        """The start tag's attributes decoded by the HTML rules for attribute values, which differ from the
+        rules for text that the standard parser applies: ``&section=2`` in a URL stays as written."""
+        raw = self.get_starttag_text() or ""
+        match = html.parser.tagfind_tolerant.match(raw, 1)
+        if match is None:
+            return parsed
+        attrs: list[tuple[str, str | None]] = []
+        position = match.end()
+        while attribute := html.parser.attrfind_tolerant.match(raw, position):
+            name, rest, value = attribute.group(1, 2, 3)
+            if not rest:
+                value = None
+            elif value[:1] == "'" == value[-1:] or value[:1] == '"' == value[-1:]:
+                value = value[1:-1]
+            attrs.append((name.lower(), unescape_attribute(value) if value else value))
+            position = attribute.end()
+        return attrs if len(attrs) == len(parsed) else parsed
 
     def handle_endtag(self, tag: str) -> None:
         self._markup(f"</{tag}>")
@@ -123,6 +156,27 @@ class _Splitter(HTMLParser):
 
     def _markup(self, text: str) -> None:
         self.document.parts.append(text)
+
+
+def unescape_attribute(value: str) -> str:
+    """Decode character references in an attribute value as HTML5 does: a named reference without ``;``
+    followed by a letter, digit or ``=`` is left as written (``?a=1&section=2`` keeps ``&section``)."""
+    def replace(match: re.Match) -> str:
+        reference = match.group(1)
+        if reference.startswith("#"):
+            return html.unescape(match.group(0))
+        if reference in NAMED_REFERENCES:  # a complete name with its ";"
+            return NAMED_REFERENCES[reference]
+        for length in range(len(reference), 0, -1):  # the longest legacy name it starts with
+            name = reference[:length]
+            if name in NAMED_REFERENCES:
+                rest = reference[length:]
+                if rest[:1].isalnum() or rest[:1] == "=":
+                    return match.group(0)
+                return NAMED_REFERENCES[name] + rest
+        return match.group(0)
+
+    return _CHARACTER_REFERENCE.sub(replace, value)
 
 
 def _attributes(attrs: list[tuple[str, str | None]]) -> str:

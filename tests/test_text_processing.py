@@ -90,6 +90,43 @@ def test_html_code_scripts_and_opt_outs_are_not_translated():
     assert document.render(["Cat"]) == markup.replace("Katze", "Cat")
 
 
+BROWSER_CASES = [
+    '<a href="/p?id=1&section=2&amp;x=1&copy 2&copy=3&#38;y&lt;z">Seite &sect; eins</a>',
+    '<img alt="A &amp B" src="x.png?a=1&b=2"><p title="&notit; &notin; &not">Text</p>',
+    '<p>Ein Hund.<script/>var s = "<b>Hallo</b>";</script> Ende.</p>',
+    '<style/>p > b { content: "Hund" }</style><p>Katze</p>',
+    '<textarea/>Nicht übersetzen</textarea><p>Übersetzen</p>',
+    '<p><span translate="no"/>Eigenname</span> und Text.</p>',
+    '<svg><circle r="1"/><text>x</text></svg><p>Nach dem Bild</p>',
+    '<p>Zeile<br/>zwei</p>',
+]
+
+
+@pytest.mark.parametrize("markup", BROWSER_CASES)
+def test_html_output_means_to_a_browser_what_the_input_meant(markup):
+    """html5lib (a browser-grade HTML5 parser) builds the same tree from our output as from the input, so
+    attribute values (URLs) survive and self-closed non-void elements are opened, as browsers open them."""
+    html5lib = pytest.importorskip("html5lib")
+
+    def tree(text: str) -> str:
+        return html5lib.serialize(html5lib.parseFragment(text, treebuilder="etree"), tree="etree",
+                                  quote_attr_values="always", omit_optional_tags=False)
+
+    document = htmltext.parse(markup)
+    assert tree(document.render(document.texts)) == tree(markup)
+
+
+@pytest.mark.parametrize("markup, untranslated", [
+    ('<p>Ein Hund.<script/>var s = "Hallo";</script></p>', 'var s = "Hallo";'),
+    ("<textarea/>Nicht übersetzen</textarea><p>Übersetzen</p>", "Nicht übersetzen"),
+    ('<p><span translate="no"/>Eigenname</span> und Text.</p>', "Eigenname"),
+])
+def test_self_closed_opt_outs_stay_untranslated(markup, untranslated):
+    document = htmltext.parse(markup)
+    assert untranslated not in document.texts and document.texts
+    assert untranslated in document.render([t.upper() for t in document.texts])
+
+
 def test_html_tolerates_broken_markup():
     document = htmltext.parse("<p>Ein <b>Hund</p> rennt </i> 5 < 6")
     assert document.render([t.upper() for t in document.texts]) == "<p>EIN <b>HUND</p> RENNT </i> 5 &lt; 6"
