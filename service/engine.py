@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -18,7 +19,7 @@ import numpy as np
 from service import htmltext, languages
 from service.batcher import BatcherStopped, BatchKey, BatchLimits, DeadlineExceeded, DynamicBatcher, QueueFull
 from service.config import Settings
-from service.errors import InvalidJob, JobTimeout, NotReady, Overloaded, ShuttingDown
+from service.errors import BadModelOutput, InvalidJob, JobTimeout, NotReady, Overloaded, ShuttingDown
 from service.language_id import Detection, LanguageDetector, known_languages
 from service.metrics import Metrics
 from service.pipeline import Translation
@@ -358,6 +359,12 @@ class TranslationEngine:
                     if not piece.translate:
                         continue
                     nbest = nbests[index[piece.text]]
+                    if not nbest or not all(math.isfinite(t.score) for t in nbest) or (job.return_attention and any(
+                            t.attention is not None and not np.isfinite(t.attention).all() for t in nbest)):
+                        log.error("unusable model output", extra={"model": plan.model.id, "hypotheses": len(nbest)})
+                        raise BadModelOutput(f"model {plan.model.id} produced no usable translation for "
+                                             f"{piece.text[:60]!r} ({'no hypothesis' if not nbest else 'NaN'}); "
+                                             "the model may be broken")
                     choice = nbest[min(rank, len(nbest) - 1)]
                     text = choice.text.strip()  # the whitespace around a sentence is the separators' job
                     replacements.append(text)

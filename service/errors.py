@@ -61,3 +61,10 @@ class JobTimeout(EngineError):
     """The job could not be finished before its deadline; its queued work was dropped."""
 
     reason = "deadline"
+
+
+class BadModelOutput(EngineError):
+    """The model's output for one of the job's sentences is unusable (no hypothesis, or a NaN/inf score).
+    Only this job fails; other jobs in the same batch are answered."""
+
+    reason = "bad_model_output"

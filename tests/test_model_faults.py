@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from service_helpers import serve_in_thread, settings_for, wait_until
 
@@ -109,3 +110,41 @@ def test_an_unloadable_graph_with_a_valid_checksum(models):
         ready = httpx.get(f"{url}/health/ready").json()
         assert ready["models"] == ["de-en"] and card["files"]["decoder"] in ready["broken_models"]["en-de"]
         assert httpx.post(f"{url}/translate", json={"q": "Hallo", "source": "de", "target": "en"}).status_code == 200
+
+
+@pytest.mark.parametrize("fault", ["empty", "nan_score", "nan_attention"])
+def test_unusable_decoder_output_fails_only_its_request_with_a_clear_error(served_models_dir, fault):
+    """An empty n-best list or a NaN from the model once ended in a 500 while encoding the response; now the
+    request whose sentence it is gets a JSON error naming the problem, and other requests are answered."""
+    import dataclasses
+
+    from service_helpers import running_service
+
+    poisoned = "Ein Hund rennt."
+    with running_service(served_models_dir, max_wait_ms=0) as url:
+        import service.pipeline as pipeline
+
+        original = pipeline.SentenceTranslator.translate_ids
+
+        def faulty(self, sources, options):
+            results = original(self, sources, options)
+            for i, ids in enumerate(sources):
+                if self.tokenizer.decode(ids[:-1]) == poisoned:
+                    if fault == "empty":
+                        results[i] = []
+                    elif fault == "nan_score":
+                        results[i] = [dataclasses.replace(t, score=float("nan")) for t in results[i]]
+                    else:
+                        results[i] = [dataclasses.replace(t, attention=t.attention * np.nan) for t in results[i]]
+            return results
+
+        pipeline.SentenceTranslator.translate_ids = faulty
+        try:
+            bad = httpx.post(f"{url}/v1/translate", json={"texts": [poisoned], "source": "de", "target": "en",
+                                                          "return_attention": True}, timeout=60)
+            good = httpx.post(f"{url}/v1/translate", json={"texts": ["Eine Katze schläft."], "source": "de",
+                                                           "target": "en", "return_attention": True}, timeout=60)
+        finally:
+            pipeline.SentenceTranslator.translate_ids = original
+    assert bad.status_code == 500 and "produced no usable translation" in bad.json()["error"], bad.text
+    assert good.status_code == 200 and good.json()["translations"][0]["text"]
