@@ -50,6 +50,7 @@ def serve(args: argparse.Namespace) -> int:
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda *_: None)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                limit_concurrency=settings.max_connections,
                 timeout_graceful_shutdown=settings.shutdown_timeout_s)  # type: ignore[arg-type]  # a float works
     return 0
 

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     max_texts: int = Field(64, ge=1, description="Texts per request.")
     max_request_chars: int = Field(50_000, ge=1, description="Characters per request, all texts together.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Request body size.")
+    body_timeout_s: float = Field(30.0, gt=0, description="Time a client has to send a whole request body "
+                                                          "(slower uploads get 408).")
+    max_connections: int = Field(1000, ge=2, description="Cap on open connections (the one asking included) and "
+                                                         "requests in progress; at the cap uvicorn answers 503 "
+                                                         "at once.")
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline of a request that sets no timeout.")
     min_request_timeout_s: float = Field(0.05, gt=0)
     max_request_timeout_s: float = Field(300.0, gt=0)

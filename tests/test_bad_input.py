@@ -13,13 +13,15 @@ import html
 import json
 import re
 import shutil
+import socket
+import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
 import httpx
 import pytest
-from service_helpers import serve_in_thread, started_engine
+from service_helpers import serve_in_thread, started_engine, wait_until
 
 from service.api import create_app
 from service.engine import TranslationJob
@@ -445,3 +447,51 @@ def test_markup_in_a_translation_is_escaped(models_dir):
     assert html_out.text == f"<p>{html.escape(evil, quote=False)}</p><pre>Ein Hund.</pre>"
     assert Markup(html_out.text).tokens == Markup(document).tokens
     assert text_out.text == evil  # format=text: plain text in, plain text out (the client must escape it)
+
+
+# ---- slow clients ------------------------------------------------------------------------------------------------
+
+def _slow_upload(url: str, declared: int = 100) -> socket.socket:
+    """A connection that sends headers promising ``declared`` body bytes, then one byte only."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(f"POST /v1/translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {declared}\r\n\r\n{{".encode())
+    return sock
+
+
+def _holding_connection(url: str) -> socket.socket:
+    """A slow upload the server has accepted and is waiting on (not one it refused at a cap still full of
+    connections that are closing)."""
+    for _ in range(100):
+        sock = _slow_upload(url, declared=10_000)
+        sock.settimeout(0.3)
+        try:
+            sock.recv(1)
+        except TimeoutError:
+            sock.settimeout(30)
+            return sock
+        sock.close()
+        time.sleep(0.1)
+    raise AssertionError("the server never accepted a slow upload")
+
+
+def test_a_slow_upload_gets_408_and_a_connection_cap_refuses_the_rest(served_models_dir, tmp_path):
+    """A client that never finishes its body is cut off after MT_BODY_TIMEOUT_S with 408 (its memory freed);
+    with MT_MAX_CONNECTIONS reached by such clients, a new connection is refused at once with 503."""
+    from service_helpers import service_process
+
+    with service_process(served_models_dir, tmp_path, MT_BODY_TIMEOUT_S="3", MT_MAX_CONNECTIONS="3") as (_, url):
+        slow = _slow_upload(url)
+        started = time.monotonic()
+        answer = slow.recv(65536).decode("latin-1")
+        assert answer.startswith("HTTP/1.1 408"), answer
+        assert "not received within 3 s" in answer and time.monotonic() - started < 20
+        slow.close()
+        # uvicorn counts the connection asking: with a cap of 3, two held connections fill it
+        holders = [_holding_connection(url) for _ in range(2)]
+        refused = httpx.get(f"{url}/health/live", timeout=10)
+        assert refused.status_code == 503
+        for holder in holders:
+            holder.close()
+        wait_until(lambda: httpx.get(f"{url}/health/live", timeout=10).status_code == 200, "the cap to free up")

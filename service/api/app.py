@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None, engine: TranslationEngine | Non
     app.include_router(routes_web.router)
     _add_error_handlers(app, engine)
     app.add_middleware(RequestContextMiddleware, metrics=engine.metrics, max_body_bytes=settings.max_body_bytes,
-                       retry_after_s=settings.retry_after_s)
+                       retry_after_s=settings.retry_after_s, body_timeout_s=settings.body_timeout_s)
     if settings.cors_origins:  # added last = outermost: the request middleware's own 413/500/503 get CORS headers too
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["*"],

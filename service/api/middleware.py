@@ -35,10 +35,12 @@ class RequestContextMiddleware:
     """Assigns ``scope["state"]["request_id"]`` (the client's X-Request-ID if sane), enforces the body limit,
     echoes X-Request-ID, counts and times the request, and logs it (routes add fields in ``state["log"]``)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, retry_after_s: int = 1) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, retry_after_s: int = 1,
+                 body_timeout_s: float = 30.0) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.retry_after_s = retry_after_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,7 +65,15 @@ class RequestContextMiddleware:
 
         self.metrics.in_flight.inc()
         try:
-            body = await self._read_body(headers, receive)
+            try:
+                body = await asyncio.wait_for(self._read_body(headers, receive), self.body_timeout_s)
+            except TimeoutError:
+                self.metrics.rejections.labels("body_timeout").inc()
+                state["log"]["error"] = "body_timeout"
+                await _json_response(send_with_id, 408, {"error": f"the request body was not received within "
+                                                                  f"{self.body_timeout_s:g} s"},
+                                     [(b"connection", b"close")])
+                return
             if body is None:
                 self.metrics.rejections.labels("body_too_large").inc()
                 await _json_response(send_with_id, 413, {"error": f"request body exceeds {self.max_body_bytes} bytes"})
