@@ -1,7 +1,9 @@
 """API keys and per-key rate limits. Nothing here knows about HTTP: the API maps the errors to 401/403/429.
 
 Keys come from ``MT_API_KEYS`` and/or ``MT_API_KEYS_FILE``; with neither, no key is needed and nothing is
-limited. Only the SHA-256 digest of each key is kept. A presented key is hashed and compared with *every*
+limited. A key must be at least 16 characters with enough variety (start-up refuses guessable ones).
+Only the SHA-256 digest of each key is kept; logs name a key by a keyed hash (HMAC with
+``MT_KEY_FINGERPRINT_SECRET``, or a random per-process secret), so a log reader cannot test guesses. A presented key is hashed and compared with *every*
 stored digest by ``hmac.compare_digest`` (no early exit), so the time a check takes does not depend on which
 key matched, on how much of a key was right, or on its length.
 
@@ -21,6 +23,7 @@ import math
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +38,28 @@ class ApiKeyConfigError(ValueError):
     """MT_API_KEYS or MT_API_KEYS_FILE cannot be used (the message never contains a key)."""
 
 
+MIN_KEY_LENGTH = 16
+MIN_KEY_BITS = 64  # length x log2(the character classes it draws from)
+_CHARACTER_CLASSES = ((frozenset("abcdefghijklmnopqrstuvwxyz"), 26), (frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), 26),
+                      (frozenset("0123456789"), 10))
+_PROCESS_SECRET = os.urandom(32)
+KEY_ADVICE = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def weakness(secret: str) -> str | None:
+    """Why ``secret`` is too weak to be an API key, or None. (The message never quotes the key.)"""
+    if len(secret) < MIN_KEY_LENGTH:
+        return f"is shorter than {MIN_KEY_LENGTH} characters"
+    pool = sum(size for characters, size in _CHARACTER_CLASSES if characters & set(secret))
+    pool += 33 if any(not c.isalnum() for c in secret) else 0  # printable ASCII punctuation
+    if len(secret) * math.log2(max(pool, 2)) < MIN_KEY_BITS or len(set(secret)) < max(6, len(secret) // 4):
+        return "is guessable (too few distinct characters)"
+    return None
+
+
 @dataclass(frozen=True)
 class ApiKey:
-    id: str  # "key-" + 8 hex digits of the key's SHA-256: names the key in logs without revealing it
+    id: str  # "key-" + 8 hex digits of a keyed hash of the key: names it in logs without revealing it
     digest: bytes
     per_minute: float  # 0 = no limit
 
@@ -48,6 +70,12 @@ class TokenBucket:
         self.per_second = per_second
         self.tokens = capacity
         self.updated = now
+
+    def wait(self, now: float) -> float:
+        """Seconds until a token is there (0.0: there is one), without taking it."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_second)
+        self.updated = now
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.per_second
 
     def take(self, now: float) -> float:
         """Take one token: 0.0 if there was one, else the seconds until there will be one."""
@@ -78,11 +106,16 @@ class KeyRing:
         if not entries:
             return None
         keys: dict[bytes, ApiKey] = {}
+        fingerprint_secret = (settings.key_fingerprint_secret or "").encode() or _PROCESS_SECRET
         for number, (secret, per_minute) in enumerate(entries, 1):
             if not secret.isascii() or not secret.isprintable() or " " in secret:
                 raise ApiKeyConfigError(f"API key number {number} has characters other than printable ASCII")
+            problem = weakness(secret)
+            if problem:
+                raise ApiKeyConfigError(f"API key number {number} {problem}; {KEY_ADVICE}")
             digest = _digest(secret)
-            keys[digest] = ApiKey("key-" + digest.hex()[:8], digest, per_minute)  # a repeated key: the last wins
+            fingerprint = hmac.new(fingerprint_secret, secret.encode(), hashlib.sha256).hexdigest()[:8]
+            keys[digest] = ApiKey("key-" + fingerprint, digest, per_minute)  # a repeated key: the last wins
         return cls(list(keys.values()), settings.rate_limit_burst)
 
     def keep_buckets_of(self, previous: KeyRing) -> None:
@@ -118,6 +151,42 @@ class KeyRing:
                               max(1, math.ceil(wait)))
 
 
+class AuthFailureLimiter:
+    """Per client address, failed authentications (401/403) take tokens from a bucket of ``burst``, refilled
+    at ``per_minute``; an address with an empty bucket is refused (429) before its key is even checked, so
+    guessing keys is slow. At most ``max_addresses`` buckets are kept (the least recently failed go first)."""
+
+    def __init__(self, per_minute: float, burst: int = 10, max_addresses: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.burst = burst
+        self.max_addresses = max_addresses
+        self._clock = clock
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, address: str) -> None:
+        if not self.per_minute:
+            return
+        with self._lock:
+            bucket = self._buckets.get(address)
+            wait = bucket.wait(self._clock()) if bucket is not None else 0.0
+        if wait:
+            raise RateLimited("too many requests with a missing or invalid API key from this address",
+                              max(1, math.ceil(wait)))
+
+    def failed(self, address: str) -> None:
+        if not self.per_minute:
+            return
+        with self._lock:
+            now = self._clock()
+            bucket = self._buckets.pop(address, None) or TokenBucket(self.burst, self.per_minute / 60, now)
+            bucket.take(now)
+            self._buckets[address] = bucket
+            while len(self._buckets) > self.max_addresses:
+                self._buckets.popitem(last=False)
+
+
 class ApiKeys:
     """The configured key ring, rebuilt when ``MT_API_KEYS_FILE`` changes (checked at most once per
     ``check_every_s``, by one ``stat``). A file that no longer parses, or is gone, keeps the previous keys and
@@ -131,6 +200,7 @@ class ApiKeys:
         self._clock = clock
         self._next_check = clock() + check_every_s
         self._file_version = self._version()
+        self.failures = AuthFailureLimiter(settings.auth_failures_per_minute, clock=clock)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs) -> ApiKeys | None:

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(None, description="File with one key per line, optionally followed by that "
                                                          "key's own requests per minute; '#' starts a comment.")
     rate_limit_per_minute: float = Field(0, ge=0, description="Requests per minute per API key; 0 = no limit.")
+    key_fingerprint_secret: str | None = Field(None, description="Secret of the keyed hash that names API keys in "
+                                                                 "logs (set it to keep names stable across "
+                                                                 "restarts and replicas; unset = random per process).")
+    auth_failures_per_minute: float = Field(30, ge=0, description="Requests with a missing or wrong API key one "
+                                                                  "client address may make per minute (after a "
+                                                                  "burst of 10); beyond: 429. 0 = no limit.")
     rate_limit_burst: int = Field(10, ge=1, description="Requests a key may send at once before the per-minute "
                                                         "rate applies (token bucket size).")
 
@@ -95,7 +101,7 @@ class Settings(BaseSettings):
         return self
 
 
-SECRET_FIELDS = frozenset({"api_keys"})
+SECRET_FIELDS = frozenset({"api_keys", "key_fingerprint_secret"})
 
 
 class SettingsError(ValueError):

@@ -34,9 +34,9 @@ def keys_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def keyed(served_models_dir, keys_file):
     """A server requiring keys: ALPHA (env) and GAMMA (file) at 1 request/minute after a burst of 3,
-    BETA (file) unlimited."""
+    BETA (file) unlimited. Failed authentications are not limited here (their own test below)."""
     with running_service(served_models_dir, api_keys=[ALPHA], api_keys_file=keys_file, rate_limit_per_minute=1,
-                         rate_limit_burst=3, max_wait_ms=0) as url, httpx.Client(base_url=url, timeout=60) as c:
+                         rate_limit_burst=3, max_wait_ms=0, auth_failures_per_minute=0) as url, httpx.Client(base_url=url, timeout=60) as c:
         yield c
 
 
@@ -337,3 +337,34 @@ def test_client_controlled_log_fields_are_capped(served_models_dir, caplog):
         assert len(answer.headers["x-request-id"]) == 32  # replaced by a fresh id
     lines = [formatted for formatted in captured(caplog).splitlines() if '"msg": "request"' in formatted]
     assert lines and all(len(line) < 3 * MAX_LOGGED_CHARS for line in lines), max(map(len, lines))
+
+
+# ---- key strength, guessing, fingerprints -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("weak, problem", [("short-key-1", "shorter than 16"), ("aaaaaaaaaaaaaaaaaaaa", "guessable"),
+                                           ("abababababababababab", "guessable"), ("0000111122223333", "guessable")])
+def test_weak_keys_are_refused_at_start_up_without_quoting_them(weak, problem):
+    with pytest.raises(ApiKeyConfigError, match=problem) as raised:
+        KeyRing.from_settings(Settings(api_keys=[ALPHA, weak]))
+    assert weak not in str(raised.value) and "number 2" in str(raised.value)
+
+
+def test_repeated_failed_keys_from_one_address_are_slowed_down(served_models_dir):
+    with running_service(served_models_dir, api_keys=[ALPHA], auth_failures_per_minute=6) as url:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            statuses = [client.post("/v1/translate", json=NATIVE, headers=bearer(f"guess-{i:020d}")).status_code
+                        for i in range(12)]
+            assert statuses[:10] == [403] * 10  # a burst of 10 failures...
+            refused = client.post("/v1/translate", json=NATIVE, headers=bearer(ALPHA))
+            assert statuses[10:] == [429, 429] and refused.status_code == 429  # ...then even a good key waits
+            assert 1 <= int(refused.headers["Retry-After"]) <= 10
+
+
+def test_key_fingerprints_are_keyed_hashes():
+    import hashlib
+
+    plain = "key-" + hashlib.sha256(ALPHA.encode()).hexdigest()[:8]
+    first = KeyRing.from_settings(Settings(api_keys=[ALPHA], key_fingerprint_secret="s1")).keys[0].id
+    again = KeyRing.from_settings(Settings(api_keys=[ALPHA], key_fingerprint_secret="s1")).keys[0].id
+    other = KeyRing.from_settings(Settings(api_keys=[ALPHA], key_fingerprint_secret="s2")).keys[0].id
+    assert first == again != other and plain not in (first, other)

@@ -280,7 +280,7 @@ def test_api_and_network_errors_are_shown(web, client):
 
 @pytest.mark.browser
 def test_api_key_field_unlocks_a_service_that_requires_keys(browser, served_models_dir):
-    with running_service(served_models_dir, api_keys=["web-test-key"]) as url:
+    with running_service(served_models_dir, api_keys=["web-test-key-0123456789"]) as url:
         context = browser.new_context()
         try:
             page = context.new_page()
@@ -293,10 +293,10 @@ def test_api_key_field_unlocks_a_service_that_requires_keys(browser, served_mode
             page.get_by_test_id("translate-button").click()
             expect(page.get_by_test_id("error-message")).to_contain_text("HTTP 403")
 
-            page.get_by_label("API key").fill("web-test-key")
+            page.get_by_label("API key").fill("web-test-key-0123456789")
             page.get_by_test_id("translate-button").click()
             wait_for(page, "done")
-            expected = httpx.post(url + "/v1/translate", headers={"Authorization": "Bearer web-test-key"},
+            expected = httpx.post(url + "/v1/translate", headers={"Authorization": "Bearer web-test-key-0123456789"},
                                   json={"texts": [SENTENCE], "source": "de", "target": "en"}, timeout=60)
             assert page.get_by_test_id("translation-output").inner_text().strip() == \
                 expected.json()["translations"][0]["text"]

@@ -12,7 +12,7 @@ from fastapi import HTTPException, Request, Response
 from service.auth import ApiKeys
 from service.config import Settings
 from service.engine import JobResult, TranslationEngine, TranslationJob
-from service.errors import Unauthorized
+from service.errors import Forbidden, Unauthorized
 
 
 class ClientDisconnected(Exception):
@@ -33,8 +33,14 @@ def check_api_key(request: Request, body_key: str | None = None) -> None:
     keys: ApiKeys | None = request.app.state.api_keys
     if keys is None:
         return
+    address = request.client.host if request.client else "unknown"
+    keys.failures.check(address)
     ring = keys.current()
-    key = ring.authenticate(_bearer_token(request) or body_key)
+    try:
+        key = ring.authenticate(_bearer_token(request) or body_key)
+    except (Unauthorized, Forbidden):
+        keys.failures.failed(address)
+        raise
     request.state.log["api_key"] = key.id
     ring.admit(key)
 
