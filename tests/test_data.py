@@ -49,3 +49,14 @@ def test_mirror_with_corrupted_file_is_rejected(tmp_path, corpus_dir):
 def test_missing_mirror_file_names_the_file(tmp_path):
     with pytest.raises(CorpusError, match="train.en.gz"):
         fetch_multi30k(tmp_path / "cache", Path(tmp_path))
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", "Failed"), ("", "Skipped")])
+def test_a_missing_mirror_fails_in_ci_and_skips_elsewhere(monkeypatch, ci, outcome):
+    import conftest
+
+    monkeypatch.setattr(conftest, "multi30k_mirror", lambda: None)
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(BaseException) as stopped:
+        conftest.require_mirror()
+    assert type(stopped.value).__name__ == outcome
