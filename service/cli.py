@@ -30,11 +30,17 @@ def serve(args: argparse.Namespace) -> int:
 
     from service.api import create_app
     from service.auth import ApiKeyConfigError
+    from service.onnx_model import resolve_providers
     from service.registry import ModelLoadError, verify_models
 
     updates = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
     settings = load_settings(**updates)
     setup_logging(settings.log_level)
+    try:
+        resolve_providers(settings.device)  # MT_DEVICE=cuda without CUDA: stop now, not serve 503 forever
+    except RuntimeError as error:
+        log.critical("cannot start: %s", error)
+        return EXIT_BAD_CONFIG
     try:
         checked = verify_models(settings)
     except ModelLoadError as error:

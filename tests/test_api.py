@@ -59,6 +59,7 @@ def test_readiness_is_503_until_models_are_loaded_and_warm(served_models_dir, mo
         assert not_ready.status_code == 503 and not_ready.json()["status"] == "starting"
         refused = httpx.post(f"{url}/translate", json={"q": "Hallo", "source": "de", "target": "en"})
         assert refused.status_code == 503 and "loading" in refused.json()["error"]
+        assert not_ready.headers["Retry-After"] == refused.headers["Retry-After"] == "1"
         release.set()
         wait_until(lambda: httpx.get(f"{url}/health/ready").status_code == 200, "readiness")
         assert httpx.post(f"{url}/translate", json={"q": "Hallo", "source": "de", "target": "en"}).status_code == 200

@@ -495,3 +495,16 @@ def test_a_slow_upload_gets_408_and_a_connection_cap_refuses_the_rest(served_mod
         for holder in holders:
             holder.close()
         wait_until(lambda: httpx.get(f"{url}/health/live", timeout=10).status_code == 200, "the cap to free up")
+
+
+def test_a_request_that_could_never_fit_the_queue_gets_400_not_429(served_models_dir):
+    """429 means "retry later"; a request with more distinct sentences than the whole queue holds would be
+    refused forever, so it gets 400 saying so."""
+    texts = [f"Der Hund Nummer {i} rennt. Die Katze Nummer {i} schläft." for i in range(10)]  # 20 sentences
+    with started_engine(served_models_dir, max_queue_sentences=16) as engine:
+        app = create_app(engine.settings, engine)
+        with serve_in_thread(app) as url:
+            answer = httpx.post(f"{url}/v1/translate", json={"texts": texts, "source": "de", "target": "en"},
+                                timeout=60)
+    assert answer.status_code == 400 and "Retry-After" not in answer.headers
+    assert answer.json()["error"] == "the texts hold 20 sentences; at most 16 fit in one request"

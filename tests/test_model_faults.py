@@ -148,3 +148,26 @@ def test_unusable_decoder_output_fails_only_its_request_with_a_clear_error(serve
             pipeline.SentenceTranslator.translate_ids = original
     assert bad.status_code == 500 and "produced no usable translation" in bad.json()["error"], bad.text
     assert good.status_code == 200 and good.json()["translations"][0]["text"]
+
+
+def test_two_folders_serving_one_pair_are_an_error(models):
+    shutil.copytree(models / "de-en", models / "de-en-copy")
+    with pytest.raises(ModelLoadError, match="two model directories serve the same id or language pair"):
+        verify_models(settings_for(models))
+
+
+def test_cuda_without_cuda_fails_with_a_clear_message(served_models_dir):
+    """onnxruntime here is the CPU build: MT_DEVICE=cuda stops start-up (exit 2) saying why, rather than
+    serving 503 forever or falling back to the CPU silently."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "MT_MODELS_DIR": str(served_models_dir), "MT_DEVICE": "cuda"}
+    result = subprocess.run([sys.executable, "-m", "service", "serve", "--port", "0"], capture_output=True, text=True,
+                            env=environment, timeout=120)
+    assert result.returncode == 2
+    last = json.loads(result.stderr.strip().splitlines()[-1])
+    assert last["level"] == "critical"
+    assert last["msg"] == ("cannot start: MT_DEVICE=cuda but onnxruntime has no CUDAExecutionProvider "
+                           "(install onnxruntime-gpu)")

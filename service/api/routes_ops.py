@@ -26,7 +26,10 @@ async def ready(engine: TranslationEngine = Depends(get_engine)) -> JSONResponse
     registry = engine.registry
     body = HealthResponse(status=engine.status, models=sorted(registry.models) if registry else [],
                           broken_models=registry.broken if registry else {}, error=engine.failure)
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if engine.ready else 503)
+    if engine.ready:
+        return JSONResponse(body.model_dump(exclude_none=True))
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=503,  # loading, failed, stopping: later
+                        headers={"Retry-After": str(engine.settings.retry_after_s)})
 
 
 @metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
