@@ -9,11 +9,12 @@ PORT ?= 8000
 CONFIG ?= training/configs/de-en.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-serve serve test test-slow test-deploy loadtest bench prepare train export evaluate ablation lock clean
+.PHONY: help setup setup-serve serve test test-slow test-soak test-deploy loadtest bench prepare train export evaluate ablation lock clean
 
 help:
 	@echo "make serve              set up .venv (serving runtime) and start the API on $(HOST):$(PORT)"
 	@echo "make test               set up .venv (dev) and run the test suite"
+	@echo "make test-soak          20,000-request memory soak against a served tiny model (CI runs it)"
 	@echo "make test-deploy        build and check the container, monitoring and manifests (root, podman)"
 	@echo "make prepare CONFIG=... inspect a config's corpora: counts, rejects per cleaning rule, splits"
 	@echo "make train CONFIG=...   train a model from scratch (resumes if interrupted)"
@@ -45,6 +46,9 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-soak: setup
+	$(BIN)/python -m pytest -m soak -s $(PYTEST_ARGS)
 
 URL ?=
 LOADTEST_ARGS ?=

@@ -5,15 +5,17 @@
 Starts the service as a subprocess on a free loopback port, waits until it is ready, then sends a fixed,
 seeded mix of requests from ``--concurrency`` threads, each on its own keep-alive connection: LibreTranslate
 JSON and form, lists, HTML, `source: auto`, the native API with n-best, scores and attention, /detect, and
-requests that are refused (unknown language, too many texts, invalid JSON). Every ``--sample-every``
+requests that are refused (unknown language, too many texts, invalid JSON), and requests whose client hangs
+up right after sending them (cancellations: their queued work must be withdrawn). Every ``--sample-every``
 requests it reads the server's resident set size (VmRSS from /proc, so Linux only) and prints a row.
 
 A leak shows as RSS that keeps growing after the warm-up: the summary reports RSS at start (ready, idle),
 after the warm-up share of the requests, and at the end, the growth after warm-up, and the slope over the
 second half (MiB per 1000 requests). Allocator caches and onnxruntime arenas grow during the first
 requests of each new shape; that is why the growth is measured from the end of the warm-up.
-``--fail-above-mib N`` makes the exit status 1 when the growth after warm-up exceeds N MiB.
-This is a benchmark to run by hand, not a test: its numbers depend on the machine and the models.
+``--fail-above-mib N`` / ``--fail-above-pct P`` make the exit status 1 when the growth after warm-up exceeds
+N MiB / P percent, or when the service is not ready at the end; tests/test_soak.py (``make test-soak``, run
+by CI) runs it that way.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -58,8 +61,11 @@ def text(rng: random.Random, sentences: int) -> str:
     return " ".join(rng.choice(SENTENCES) for _ in range(sentences))
 
 
+CANCEL = ()  # the acceptable statuses of a request whose client hangs up: none is read
+
+
 def make_request(rng: random.Random) -> tuple[str, str, bytes, tuple[int, ...]]:
-    """(path, content type, body, acceptable statuses) of one request of the mix."""
+    """(path, content type, body, acceptable statuses; CANCEL: hang up after sending) of one request."""
     kind = rng.random()
     json_type = "application/json"
     if kind < 0.30:
@@ -85,9 +91,12 @@ def make_request(rng: random.Random) -> tuple[str, str, bytes, tuple[int, ...]]:
         return "/translate", json_type, json.dumps(body).encode(), (400,)
     elif kind < 0.97:
         return "/translate", json_type, b'{"q": "Ein Hund", "source": ', (400,)
-    else:
+    elif kind < 0.985:
         body = {"texts": [text(rng, 1)] * 100, "target": "en"}
         return "/v1/translate", json_type, json.dumps(body).encode(), (400,)
+    else:
+        body = {"texts": [text(rng, 2) for _ in range(3)], "source": "de", "target": "en", "beam_size": 4}
+        return "/v1/translate", json_type, json.dumps(body).encode(), CANCEL
     return "/translate", json_type, json.dumps(body).encode(), (200,)
 
 
@@ -101,34 +110,49 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the samples and summary here")
     parser.add_argument("--fail-above-mib", type=float, help="exit 1 if RSS grows more than this after warm-up")
+    parser.add_argument("--fail-above-pct", type=float, help="exit 1 if RSS grows more than this percentage after "
+                                                             "warm-up")
     args = parser.parse_args()
 
     port = free_port()
     env = {**os.environ, "MT_MODELS_DIR": str(args.models_dir), "MT_LOG_LEVEL": "WARNING",
            "MT_MAX_QUEUE_SENTENCES": str(max(2048, args.concurrency * 200))}
-    server = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port)], cwd=REPO, env=env)
+    log = tempfile.NamedTemporaryFile(prefix="soak-server-", suffix=".log", delete=False)
+    server = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port)], cwd=REPO, env=env,
+                              stderr=log)
     try:
-        return soak(args, server, port)
+        return soak(args, server, port, Path(log.name))
     finally:
         server.terminate()
         server.wait(60)
+        log.close()
 
 
-def soak(args: argparse.Namespace, server: subprocess.Popen, port: int) -> int:
-    deadline = time.monotonic() + 300
-    while True:
+def wait_ready(port: int, server: subprocess.Popen, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"the service exited with status {server.returncode}")
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             connection.request("GET", "/health/ready")
             if connection.getresponse().status == 200:
-                break
+                return True
         except OSError:
             pass
-        if time.monotonic() > deadline:
-            raise SystemExit("the service did not become ready in 300 s")
         time.sleep(0.5)
+    return False
+
+
+def logged_errors(log: Path) -> list[str]:
+    """The server's log records at level error or above (a hang-up or refusal must never produce one)."""
+    records = [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
+    return [record["msg"][:200] for record in records if record.get("level") in ("error", "critical")]
+
+
+def soak(args: argparse.Namespace, server: subprocess.Popen, port: int, log: Path) -> int:
+    if not wait_ready(port, server, timeout=300):
+        raise SystemExit("the service did not become ready in 300 s")
 
     rng = random.Random(args.seed)
     plan = [make_request(rng) for _ in range(args.requests)]
@@ -151,14 +175,21 @@ def soak(args: argparse.Namespace, server: subprocess.Popen, port: int) -> int:
             if item is None:
                 return
             path, content_type, body, expected = item
-            connection.request("POST", path, body, {"Content-Type": content_type})
-            response = connection.getresponse()
-            response.read()
+            if expected == CANCEL:  # on its own connection, closed as soon as the request is sent
+                hang_up = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                hang_up.request("POST", path, body, {"Content-Type": content_type})
+                hang_up.close()
+                status = "cancelled"
+            else:
+                connection.request("POST", path, body, {"Content-Type": content_type})
+                response = connection.getresponse()
+                response.read()
+                status = response.status
             with lock:
                 done += 1
-                statuses[response.status] = statuses.get(response.status, 0) + 1
-                if response.status not in expected and response.status != 429:
-                    unexpected.append(f"{path} {response.status}")
+                statuses[status] = statuses.get(status, 0) + 1
+                if status != "cancelled" and status not in expected and status != 429:
+                    unexpected.append(f"{path} {status}")
                 if done % args.sample_every == 0 or done == args.requests:
                     samples.append((done, rss_mib(server.pid), time.monotonic() - started))
                     print(f"{done:>9} {samples[-1][1]:>8.1f} {samples[-1][2]:>8.1f}", flush=True)
@@ -173,18 +204,24 @@ def soak(args: argparse.Namespace, server: subprocess.Popen, port: int) -> int:
     half = next(s for s in samples if s[0] >= args.requests / 2)
     end = samples[-1]
     slope = (end[1] - half[1]) / max(1, end[0] - half[0]) * 1000
+    ready_after = wait_ready(port, server, timeout=60)
     summary = {"requests": args.requests, "concurrency": args.concurrency, "seconds": round(end[2], 1),
                "statuses": statuses, "unexpected": len(unexpected), "rss_start_mib": round(samples[0][1], 1),
                "rss_after_warmup_mib": round(warm[1], 1), "warmup_requests": warm[0],
                "rss_end_mib": round(end[1], 1), "growth_after_warmup_mib": round(end[1] - warm[1], 1),
-               "second_half_mib_per_1000_requests": round(slope, 3)}
+               "growth_after_warmup_pct": round(100 * (end[1] - warm[1]) / warm[1], 2),
+               "second_half_mib_per_1000_requests": round(slope, 3), "ready_at_the_end": ready_after,
+               "server_errors_logged": len(errors := logged_errors(log))}
     print(json.dumps(summary, indent=2))
     if unexpected:
         print("unexpected statuses (first 10):", unexpected[:10])
+    if errors:
+        print("server errors (first 5):", errors[:5])
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "samples": samples}, indent=2))
-    too_much = args.fail_above_mib is not None and end[1] - warm[1] > args.fail_above_mib
-    return 1 if unexpected or too_much else 0
+    too_much = ((args.fail_above_mib is not None and end[1] - warm[1] > args.fail_above_mib)
+                or (args.fail_above_pct is not None and summary["growth_after_warmup_pct"] > args.fail_above_pct))
+    return 1 if unexpected or errors or too_much or not ready_after else 0
 
 
 if __name__ == "__main__":

@@ -212,8 +212,12 @@ class TranslationEngine:
             raise ShuttingDown("the service is shutting down") from error
 
         waiting = [asyncio.wrap_future(f) for _, futures in submitted for f in futures]
+        gathered = asyncio.gather(*waiting)
+        # When this job is abandoned (deadline, client gone), the futures it withdraws end the gathering future
+        # with an error nobody awaits any more: consume it, or asyncio logs "exception was never retrieved".
+        gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            outcomes = await asyncio.wait_for(asyncio.gather(*waiting), timeout=max(0.0, deadline - time.monotonic()))
+            outcomes = await asyncio.wait_for(gathered, timeout=max(0.0, deadline - time.monotonic()))
         except (TimeoutError, DeadlineExceeded) as error:
             self._cancel(submitted)
             raise JobTimeout("the request could not be finished before its deadline") from error
