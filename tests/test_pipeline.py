@@ -170,3 +170,26 @@ def test_export_refuses_a_graph_that_does_not_match_pytorch(tiny_run, corpus_dir
     assert not out.exists() and not list(out.parent.glob(".*"))  # staging removed too
     reported = ast.literal_eval(str(refused.value).split(": ", 1)[1])  # the parity dict, as printed
     assert reported["max_abs_logprob_diff"] > reported["tolerance"]
+
+
+def test_evaluation_refuses_sets_that_differ_from_the_recipe_at_export(tiny_model_dir, corpus_dir, tmp_path):
+    import json
+    import shutil
+
+    import training.evaluate as evaluate
+    from training.config import load_config
+    from training.datasets import prepare_data
+    from tests.conftest import REPO
+
+    config = load_config(REPO / "training/configs/tiny.yaml")
+    data = prepare_data(config.sources, "de", "en", config.data.cleaning_rules(), corpus_dir)
+    model_dir = tmp_path / "de-en"
+    shutil.copytree(tiny_model_dir, model_dir)
+    card_path = model_dir / "model.json"
+    card = json.loads(card_path.read_text())
+    card["training"]["evaluation_sets_sha256"] = data.fingerprints()
+    card_path.write_text(json.dumps(card))
+    assert set(evaluate.evaluation_sets(card, corpus_dir, None)) == {"multi30k:val", "multi30k:test2016"}
+    card["training"]["evaluation_sets_sha256"]["multi30k:test2016"] = "0" * 64
+    with pytest.raises(SystemExit, match="multi30k:test2016 rebuilt from the card's recipe differs"):
+        evaluate.evaluation_sets(card, corpus_dir, None)

@@ -41,6 +41,12 @@ class PreparedData:
     def valid_pairs(self) -> list[Pair]:
         return [pair for pairs in self.valid.values() for pair in pairs]
 
+    def fingerprints(self) -> dict[str, str]:
+        """SHA-256 of every validation and test set's pairs: proof that a set rebuilt from the recipe later
+        (by training.evaluate) is the very set held out in training."""
+        return {name: hashlib.sha256("\n".join(f"{s}\t{t}" for s, t in pairs).encode()).hexdigest()
+                for name, pairs in {**self.valid, **self.test}.items()}
+
 
 def fetch_file(spec: CorpusSpec, path: Path) -> None:
     """Download ``spec.url`` to ``path`` (atomically) when the file is missing."""

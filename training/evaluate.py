@@ -95,6 +95,12 @@ def evaluation_sets(card: dict, data_dir: Path, mirror: Path | None) -> dict[str
     sources = parse_sources(training.get("data_recipe"), card["source_language"], card["target_language"])
     rules = CleaningRules(**training.get("cleaning_rules", {}))
     data = prepare_data(sources, card["source_language"], card["target_language"], rules, data_dir, mirror)
+    for name, digest in data.fingerprints().items():
+        recorded = training.get("evaluation_sets_sha256", {}).get(name)
+        if recorded is not None and recorded != digest:
+            raise SystemExit(f"{card['id']}: the evaluation set {name} rebuilt from the card's recipe differs from "
+                             f"the one held out at export (SHA-256 {digest[:12]}, card {recorded[:12]}): the corpus "
+                             "or the cleaning changed")
     return {**data.valid, **data.test}
 
 

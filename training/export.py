@@ -154,7 +154,8 @@ def training_section(run_dir: Path) -> dict:
 
 
 def export_run(run_dir: Path, out_dir: Path, source: str, target: str, validation_sources: list[str],
-               quantize: bool = False, epochs_trained: int | None = None, checkpoint_name: str = "best.pt") -> dict:
+               quantize: bool = False, epochs_trained: int | None = None, checkpoint_name: str = "best.pt",
+               evaluation_sets_sha256: dict[str, str] | None = None) -> dict:
     """Export, verify parity, and write the model card (scores are added later by training.evaluate)."""
     model, checkpoint = load_run(run_dir, checkpoint_name)
     config = model.config
@@ -182,7 +183,8 @@ def export_run(run_dir: Path, out_dir: Path, source: str, target: str, validatio
             "training": {**training_section(run_dir), "epochs_trained": epochs_trained or checkpoint["epoch"],
                          "exported_weights": (f"average of epochs {checkpoint['averaged_epochs']}"
                                               if "averaged_epochs" in checkpoint else f"epoch {checkpoint['epoch']}"),
-                         "val_bleu_greedy": checkpoint["val_bleu"]},
+                         "val_bleu_greedy": checkpoint["val_bleu"],
+                         **({"evaluation_sets_sha256": evaluation_sets_sha256} if evaluation_sets_sha256 else {})},
         }
         write_card(staging, card)
         onnx_model = OnnxSeq2Seq(staging)
@@ -227,7 +229,8 @@ def main() -> None:
     data = prepare_data(run_config.sources, run_config.source, run_config.target, run_config.data.cleaning_rules(),
                         args.data_dir, args.mirror)
     card = export_run(args.run_dir, args.out, run_config.source, run_config.target,
-                      [s for s, _ in data.valid_pairs], args.quantize, epochs_trained, args.checkpoint)
+                      [s for s, _ in data.valid_pairs], args.quantize, epochs_trained, args.checkpoint,
+                      data.fingerprints())
     print(json.dumps(card["parity"], indent=2))
 
 
