@@ -1,18 +1,24 @@
 """LibreTranslate-compatible endpoints, so existing LibreTranslate clients work unchanged.
 
+Parameters come from the query string, a form (urlencoded or multipart) or a JSON body, or a mix of them, with
+LibreTranslate's precedence (``service.api.params``); error messages follow LibreTranslate's wording ("Invalid
+request: missing q parameter") where this service checks the same thing.
+
 Differences a client may notice: ``detectedLanguage`` is restricted to the languages this service
 translates from, and errors for overload (429) and deadlines (504) come from the batching queue.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+import contextlib
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from service import languages
 from service.api.deps import check_api_key, get_engine, run_job
+from service.api.params import Upload, api_key_param, read_params, text_param
 from service.api.schemas import (
     DetectedLanguage,
     ErrorResponse,
@@ -26,7 +32,7 @@ from service.errors import InvalidJob, NotReady
 
 router = APIRouter(tags=["LibreTranslate-compatible"])
 
-Body = TypeVar("Body", bound=BaseModel)
+_MISSING = object()  # a parameter the request does not carry
 
 ERRORS = {400: {"model": ErrorResponse, "description": "Invalid request"},
           401: {"model": ErrorResponse, "description": "API keys are configured and the request carries none"},
@@ -40,42 +46,53 @@ ERRORS = {400: {"model": ErrorResponse, "description": "Invalid request"},
 
 
 def _form_or_json_body(schema: type[BaseModel]) -> dict:
-    """OpenAPI: the body may be JSON or a form, like LibreTranslate's (the route parses it itself)."""
+    """OpenAPI: the body may be JSON or a form, like LibreTranslate's (the route parses it itself); it is optional
+    because the same fields may come in the query string instead."""
     inline = schema.model_json_schema()
-    return {"requestBody": {"required": True, "content": {
+    return {"requestBody": {"required": False, "content": {
         "application/json": {"schema": inline},
         "application/x-www-form-urlencoded": {"schema": inline},
         "multipart/form-data": {"schema": inline}}}}
 
 
-async def parse_body(request: Request, schema: type[Body]) -> Body:
-    """A JSON or form body, its API key checked, validated against ``schema``; LibreTranslate-style 400s.
+def _alternatives(value: Any, limit: int) -> int:
+    """LibreTranslate's ``alternatives``: a whole number (a form's string too), at most ``limit``."""
+    if value is _MISSING:
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidJob("Invalid request: alternatives parameter is not a number")
+    if value < 0:
+        raise InvalidJob("Invalid request: alternatives parameter must be >= 0")
+    if value > limit:
+        raise InvalidJob(f"Invalid request: alternatives parameter must be <= {limit}")
+    return value
 
-    The key is checked before the fields, so a client without a valid key learns nothing about them.
-    """
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    try:
-        if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            form = await request.form()
-            data = {key: (values if len(values := form.getlist(key)) > 1 else values[0]) for key in form.keys()}
-        else:
-            data = await request.json()  # any other (or no) content type is read as JSON, like LibreTranslate
-    except ValueError as error:  # invalid JSON or UTF-8
-        raise InvalidJob(f"Invalid request: body is neither valid JSON nor a form ({error})") from error
-    except RecursionError as error:
-        raise InvalidJob("Invalid request: the JSON body is nested too deeply") from error
-    if not isinstance(data, dict):
-        raise InvalidJob("Invalid request: the body must be a JSON object")
-    api_key = data.get("api_key")
-    check_api_key(request, api_key if isinstance(api_key, str) else None)
-    try:
-        return schema.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "body"
-        if first["type"] == "missing":
-            raise InvalidJob(f"Invalid request: missing {field} parameter") from error
-        raise InvalidJob(f"Invalid request: {field}: {first['msg']}") from error
+
+def _texts(value: Any) -> list[str] | str:
+    """``q``: a string or a non-empty list of strings (LibreTranslate's 'missing q' for none or an empty list)."""
+    if value is _MISSING or value is None or value == []:
+        raise InvalidJob("Invalid request: missing q parameter" + (" (q is an empty list)" if value == [] else ""))
+    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(t, str) for t in value)):
+        return value
+    if isinstance(value, Upload) or (isinstance(value, list) and any(isinstance(t, Upload) for t in value)):
+        raise InvalidJob("Invalid request: q must be text, not a file upload")
+    raise InvalidJob("Invalid request: q must be a string or a list of strings")
+
+
+def _format(value: Any) -> str:
+    """LibreTranslate's ``format``: ``text`` when absent or empty, else ``text`` or ``html``."""
+    if value is _MISSING or value is None or value == "":
+        return "text"
+    if not isinstance(value, str):
+        raise InvalidJob("Invalid request: format must be text or html")
+    if value not in ("text", "html"):
+        raise InvalidJob(f"{value[:60]} format is not supported (format must be text or html)")
+    return value
 
 
 @router.post("/translate", response_model=LibreTranslateResponse, response_model_exclude_none=True,
@@ -83,24 +100,25 @@ async def parse_body(request: Request, schema: type[Body]) -> Body:
              summary="Translate text (LibreTranslate API)")
 async def translate(request: Request, response: Response,
                     engine: TranslationEngine = Depends(get_engine)) -> LibreTranslateResponse:
-    body = await parse_body(request, LibreTranslateRequest)
-    single = isinstance(body.q, str)
-    texts = [body.q] if single else body.q
-    if not texts:
-        raise InvalidJob("Invalid request: q is an empty list")
-    if body.alternatives > engine.settings.max_beam_size - 1:
-        raise InvalidJob(f"Invalid request: alternatives must be between 0 and {engine.settings.max_beam_size - 1}")
-    job = TranslationJob(texts, body.source, body.target, body.format, n_best=1 + body.alternatives)
+    params = await read_params(request, list_fields=("q",))
+    check_api_key(request, api_key_param(params))  # before the fields: no key, nothing learnt about them
+    q = _texts(params.get("q", _MISSING))
+    source, target = text_param(params, "source"), text_param(params, "target")
+    alternatives = _alternatives(params.get("alternatives", _MISSING), engine.settings.max_beam_size - 1)
+    text_format = _format(params.get("format", _MISSING))
+    single = isinstance(q, str)
+    texts = [q] if single else q
+    job = TranslationJob(texts, source, target, text_format, n_best=1 + alternatives)
     result = await run_job(request, response, engine, job)
     translated = [t.text for t in result.translations]
-    alternatives = [[text for text, _ in t.alternatives] for t in result.translations]
+    alternative_texts = [[text for text, _ in t.alternatives] for t in result.translations]
     detected = None
-    if languages.normalize_code(body.source) == languages.AUTO:
+    if languages.normalize_code(source) == languages.AUTO:
         detected = [DetectedLanguage(confidence=round(100 * t.detected.confidence, 1), language=t.detected.language)
                     for t in result.translations if t.detected is not None]
     return LibreTranslateResponse(
         translatedText=translated[0] if single else translated,
-        alternatives=(alternatives[0] if single else alternatives) if body.alternatives else None,
+        alternatives=(alternative_texts[0] if single else alternative_texts) if alternatives else None,
         detectedLanguage=(detected[0] if single else detected) if detected else None)
 
 
@@ -108,14 +126,16 @@ async def translate(request: Request, response: Response,
              openapi_extra=_form_or_json_body(LibreDetectRequest),
              summary="Detect the language of a text, among the served source languages")
 async def detect(request: Request, engine: TranslationEngine = Depends(get_engine)) -> list[DetectedLanguage]:
-    body = await parse_body(request, LibreDetectRequest)
+    params = await read_params(request)
+    check_api_key(request, api_key_param(params))
+    q = text_param(params, "q")
     if not engine.ready:
         raise NotReady("models are still loading")
-    if len(body.q) > engine.settings.max_text_chars:
+    if len(q) > engine.settings.max_text_chars:
         raise InvalidJob(f"Invalid request: q has more than {engine.settings.max_text_chars} characters")
-    check_unicode(body.q, "q")
+    check_unicode(q, "q")
     return [DetectedLanguage(confidence=round(100 * d.confidence, 1), language=d.language)
-            for d in engine.detect(body.q)]
+            for d in engine.detect(q)]
 
 
 @router.get("/languages", response_model=list[LanguageEntry], summary="Served languages (LibreTranslate format)")
@@ -125,3 +145,4 @@ async def list_languages(engine: TranslationEngine = Depends(get_engine)) -> lis
     registry = engine.registry
     codes = sorted(set(registry.source_languages) | set(registry.target_languages))
     return [LanguageEntry(code=code, name=languages.name(code), targets=registry.targets_of(code)) for code in codes]
+

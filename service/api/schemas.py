@@ -14,7 +14,8 @@ class ErrorResponse(BaseModel):
 # ---- LibreTranslate-compatible API --------------------------------------------------------------------------------
 
 class LibreTranslateRequest(BaseModel):
-    """POST /translate, as JSON or as a form (application/x-www-form-urlencoded or multipart)."""
+    """POST /translate: a JSON body, a form (application/x-www-form-urlencoded or multipart), the query string,
+    or a mix (JSON fields win over the query string's; the query string's win over a form's)."""
 
     model_config = ConfigDict(extra="ignore")
 
