@@ -100,6 +100,19 @@ class Settings(BaseSettings):
             raise ValueError("max_text_chars exceeds max_request_chars")
         return self
 
+    # File translation (LibreTranslate's /translate_file and /download_file)
+    files_translation: bool = Field(True, description="Serve POST /translate_file (false: 403, as LibreTranslate's "
+                                                      "--disable-files-translation).")
+    files_dir: Path | None = Field(None, description="Folder for translated files; unset = a private folder made "
+                                                     "under $TMPDIR when first needed and removed at shutdown.")
+    files_ttl_s: float = Field(1800.0, gt=0, description="Seconds a translated file stays downloadable before it "
+                                                         "is deleted (LibreTranslate: 30 minutes).")
+    max_file_bytes: int = Field(1_000_000, ge=1, description="Size of an uploaded file (413 beyond); the request "
+                                                             "body limit MT_MAX_BODY_BYTES applies as well.")
+    max_file_chars: int = Field(100_000, ge=1, description="Characters of text in one uploaded file (400 beyond).")
+    max_file_unpacked_bytes: int = Field(50_000_000, ge=1, description="Unpacked size of a .docx or .odt file, all "
+                                                                       "its members together (413 beyond).")
+
 
 SECRET_FIELDS = frozenset({"api_keys", "key_fingerprint_secret"})
 

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.api import routes_libre, routes_native, routes_ops, routes_web
+from service.api import routes_files, routes_libre, routes_native, routes_ops, routes_web
 from service.api.deps import ClientDisconnected
 from service.api.middleware import RequestContextMiddleware
 from service.auth import ApiKeys
@@ -39,6 +39,7 @@ from service.errors import (
     ShuttingDown,
     Unauthorized,
 )
+from service.filestore import FileStore
 from service.registry import ModelLoadError, VerifiedModel
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, engine: TranslationEngine | Non
     api_keys = ApiKeys.from_settings(settings)  # raises ApiKeyConfigError now rather than at the first request
     owns_engine = engine is None
     engine = engine or TranslationEngine(settings)
+    files = FileStore(settings.files_dir, settings.files_ttl_s)  # translated files waiting for their download
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,22 +67,29 @@ def create_app(settings: Settings | None = None, engine: TranslationEngine | Non
                                                   registry=engine.metrics.registry)
             app.state.metrics_port = metrics_server.server_port
             log.info("metrics on their own port", extra={"metrics_port": app.state.metrics_port})
+        sweeper = asyncio.create_task(files.run_sweeper())
         try:
             async with _engine_life(engine, owns_engine, verified):
                 yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            files.close()
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()
 
     app = FastAPI(title="Seq2Seq MT", version="0.1.0", lifespan=lifespan,
                   description="Self-hosted neural machine translation: a LibreTranslate-compatible API "
-                              "(/translate, /languages, /detect) and a native API (/v1) with n-best lists, "
-                              "scores and attention. See docs/service.md.")
+                              "(/translate, /translate_file, /languages, /detect) and a native API (/v1) with "
+                              "n-best lists, scores and attention. See docs/service.md.")
     app.state.engine = engine
     app.state.settings = settings
     app.state.api_keys = api_keys
+    app.state.files = files
     app.include_router(routes_libre.router)
+    app.include_router(routes_files.router)
     app.include_router(routes_native.router)
     app.include_router(routes_ops.router)
     if settings.metrics_port is None:

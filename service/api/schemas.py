@@ -52,6 +52,12 @@ class LanguageEntry(BaseModel):
     targets: list[str]
 
 
+class TranslateFileResponse(BaseModel):
+    translatedFileUrl: str = Field(description="Where to GET the translated file (until it expires).",
+                                   examples=["http://127.0.0.1:8000/download_file/"
+                                             "0f3c9a6e2b1d4c8e9a7b6c5d4e3f2a1b.report_en.docx"])
+
+
 # ---- native API ---------------------------------------------------------------------------------------------------
 
 class TranslateRequest(BaseModel):
