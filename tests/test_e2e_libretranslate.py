@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -11,9 +12,12 @@ import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import docx
 import httpx
 import pytest
 from conftest import REPO
@@ -88,6 +92,41 @@ def test_libretranslate_client_sees_libretranslate_errors(service):
         LibreTranslateAPI(url).translate("Hallo", "de", "xx")
     assert error.value.code == 400
     assert "xx" in json.loads(error.value.read())["error"]
+
+
+def test_parameters_in_the_query_string_as_some_clients_send_them(service):
+    """POST /translate?q=...&source=...&target=... with an empty body (urllib, as libretranslatepy's own calls are
+    made), and the client's form body for comparison."""
+    url, _ = service
+    text = "Zwei Hunde spielen im Schnee."
+    params = urllib.parse.urlencode({"q": text, "source": "de", "target": "en"})
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/translate?{params}", data=b"", method="POST"),
+                                timeout=60) as answer:
+        assert json.loads(answer.read())["translatedText"] == LibreTranslateAPI(url).translate(text, "de", "en")
+
+
+def test_file_translation_end_to_end(service):
+    """libretranslatepy 2.1.4 has no file call, so the upload is a plain multipart POST (as LibreTranslate's web
+    page sends it) and the download a plain GET of translatedFileUrl; the text must match the client's."""
+    url, _ = service
+    text = "Ein Hund rennt über die Wiese."
+    document = docx.Document()
+    document.add_paragraph(text, style="Title")
+    upload = io.BytesIO()
+    document.save(upload)
+    response = httpx.post(f"{url}/translate_file", data={"source": "de", "target": "en"}, timeout=60,
+                          files={"file": ("Wiese.docx", upload.getvalue())})
+    assert response.status_code == 200, response.text
+    file_url = response.json()["translatedFileUrl"]
+    assert file_url.startswith(f"{url}/download_file/") and file_url.endswith(".Wiese_en.docx")
+    with urllib.request.urlopen(file_url, timeout=60) as answer:
+        assert answer.headers["Content-Disposition"] == 'attachment; filename="Wiese_en.docx"'
+        translated = docx.Document(io.BytesIO(answer.read()))
+    assert translated.paragraphs[0].style.name == "Title"
+    assert translated.paragraphs[0].text == LibreTranslateAPI(url).translate(text, "de", "en")
+    settings = httpx.get(f"{url}/frontend/settings").json()
+    assert settings["filesTranslation"] is True and ".docx" in settings["supportedFilesFormat"]
+    assert httpx.get(f"{url}/health").json() == {"status": "ok"}
 
 
 def test_logs_are_json_lines_without_request_text(service):

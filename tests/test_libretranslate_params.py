@@ -1,5 +1,6 @@
 """LibreTranslate parity over real HTTP: every parameter convention (JSON, urlencoded form, multipart, query string,
-a mix) on /translate and /detect with LibreTranslate's precedence and error wording."""
+a mix) on /translate and /detect with LibreTranslate's precedence and error wording; /frontend/settings, /suggest,
+/health and /spec."""
 
 from __future__ import annotations
 
@@ -208,3 +209,54 @@ def test_api_key_from_the_query_string_form_or_json(keyed):
     assert refused(keyed.post(f"/detect?{query(q=ENGLISH, api_key='wrong-key-0123456789')}"), 403, "invalid API key")
     # the key is checked before the fields: a keyless client learns nothing about them
     assert refused(keyed.post("/translate?alternatives=abc"), 401, "API key is required")
+
+
+# ---- /frontend/settings, /suggest, /health, /spec ----------------------------------------------------------------
+
+def test_frontend_settings(client, keyed):
+    settings = client.get("/frontend/settings").json()
+    assert settings == {
+        "charLimit": 300, "frontendTimeout": 500, "apiKeys": False, "keyRequired": False, "suggestions": False,
+        "filesTranslation": True, "supportedFilesFormat": [".txt", ".html", ".srt", ".docx", ".odt"],
+        "language": {"source": {"code": "auto", "name": "Auto Detect"}, "target": {"code": "en", "name": "English"}}}
+    german = client.get("/frontend/settings", headers={"Accept-Language": "fr-FR, de-AT;q=0.8, en;q=0.5"}).json()
+    assert german["language"]["target"] == {"code": "de", "name": "German"}  # French is not served
+    assert client.get("/frontend/settings", headers={"Accept-Language": "fr, *;q=0.1"}).json()["language"][
+        "target"]["code"] == "en"
+    with_keys = keyed.get("/frontend/settings").json()  # needs no key
+    assert with_keys["apiKeys"] is True and with_keys["keyRequired"] is True
+
+
+def test_frontend_settings_without_files(served_models_dir):
+    with running_service(served_models_dir, files_translation=False) as url:
+        settings = httpx.get(f"{url}/frontend/settings").json()
+        assert settings["filesTranslation"] is False and settings["supportedFilesFormat"] == []
+        refused = httpx.post(f"{url}/translate_file", data={"source": "de", "target": "en"},
+                             files={"file": ("a.txt", b"Ein Hund.")})
+        assert_error(refused, 403, "Files translation are disabled on this server.")
+        assert_error(httpx.get(f"{url}/download_file/anything.txt"), 400,
+                     "Files translation are disabled on this server.")
+
+
+@pytest.mark.parametrize("send", [
+    lambda c: c.post("/suggest", data={"q": "Hallo", "s": "Hello", "source": "de", "target": "en"}),
+    lambda c: c.post("/suggest", json={"q": "Hallo", "s": "Hello", "source": "de", "target": "en"}),
+    lambda c: c.post(f"/suggest?{query(q='Hallo', s='Hello', source='de', target='en')}"),
+    lambda c: c.post("/suggest"),
+])
+def test_suggest_is_disabled_as_libretranslate_answers_by_default(client, keyed, send):
+    """LibreTranslate without --suggestions: 403 before looking at the request (no key needed to be told)."""
+    assert_error(send(client), 403, "Suggestions are disabled on this server.")
+    assert_error(send(keyed), 403, "Suggestions are disabled on this server.")
+
+
+def test_health_and_spec(client):
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert client.post("/health").status_code == 405
+    spec = client.get("/spec").json()
+    assert spec == client.get("/openapi.json").json()
+    assert {"/translate", "/translate_file", "/download_file/{filename}", "/detect", "/languages",
+            "/frontend/settings", "/suggest", "/health"} <= set(spec["paths"])
+    body = spec["paths"]["/translate_file"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert body["properties"]["file"]["format"] == "binary"

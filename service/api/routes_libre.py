@@ -2,7 +2,7 @@
 
 Parameters come from the query string, a form (urlencoded or multipart) or a JSON body, or a mix of them, with
 LibreTranslate's precedence (``service.api.params``); error messages follow LibreTranslate's wording ("Invalid
-request: missing q parameter") where this service checks the same thing.
+request: missing q parameter") where this service checks the same thing. Files: ``routes_files``.
 
 Differences a client may notice: ``detectedLanguage`` is restricted to the languages this service
 translates from, and errors for overload (429) and deadlines (504) come from the batching queue.
@@ -14,6 +14,7 @@ import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from service import languages
@@ -22,11 +23,18 @@ from service.api.params import Upload, api_key_param, read_params, text_param
 from service.api.schemas import (
     DetectedLanguage,
     ErrorResponse,
+    FrontendLanguage,
+    FrontendLanguages,
+    FrontendSettings,
     LanguageEntry,
     LibreDetectRequest,
+    LibreHealth,
     LibreTranslateRequest,
     LibreTranslateResponse,
+    SuggestRequest,
+    SuggestResponse,
 )
+from service.documents import EXTENSIONS
 from service.engine import TranslationEngine, TranslationJob, check_unicode
 from service.errors import InvalidJob, NotReady
 
@@ -146,3 +154,76 @@ async def list_languages(engine: TranslationEngine = Depends(get_engine)) -> lis
     codes = sorted(set(registry.source_languages) | set(registry.target_languages))
     return [LanguageEntry(code=code, name=languages.name(code), targets=registry.targets_of(code)) for code in codes]
 
+
+FRONTEND_TIMEOUT_MS = 500  # LibreTranslate's default --frontend-timeout
+AUTO_DETECT = FrontendLanguage(code="auto", name="Auto Detect")
+
+
+@router.get("/frontend/settings", response_model=FrontendSettings, responses={503: ERRORS[503]},
+            summary="Settings for a LibreTranslate web page (LibreTranslate API)")
+async def frontend_settings(request: Request, engine: TranslationEngine = Depends(get_engine)) -> FrontendSettings:
+    """As LibreTranslate answers with its defaults: the source is ``auto``; the target is the served language
+    the browser's ``Accept-Language`` prefers, else the second of the served languages in /languages order."""
+    if engine.registry is None:
+        raise NotReady("models are still loading")
+    registry, settings = engine.registry, engine.settings
+    codes = sorted(set(registry.source_languages) | set(registry.target_languages))
+    target = _preferred(request.headers.get("accept-language", ""), registry.target_languages) \
+        or codes[1 if len(codes) > 1 else 0]
+    keys = request.app.state.api_keys is not None
+    return FrontendSettings(
+        charLimit=settings.max_text_chars, frontendTimeout=FRONTEND_TIMEOUT_MS, apiKeys=keys, keyRequired=keys,
+        suggestions=False, filesTranslation=settings.files_translation,
+        supportedFilesFormat=list(EXTENSIONS) if settings.files_translation else [],
+        language=FrontendLanguages(source=AUTO_DETECT,
+                                   target=FrontendLanguage(code=target, name=languages.name(target))))
+
+
+def _preferred(header: str, served: list[str]) -> str | None:
+    """The served code an ``Accept-Language`` header ranks highest (``q`` weights; region subtags ignored)."""
+    ranked = []
+    for position, item in enumerate(header.split(",")[:32]):
+        tag, _, options = item.strip().partition(";")
+        weight = 1.0
+        for option in options.split(";"):
+            name, _, value = option.strip().partition("=")
+            if name.strip() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        code = languages.normalize_code(tag) if tag.strip() else ""
+        if code in served and weight > 0:
+            ranked.append((-weight, position, code))
+    return min(ranked)[2] if ranked else None
+
+
+SUGGESTIONS_OFF = "Suggestions are disabled on this server."
+
+
+@router.post("/suggest", response_model=SuggestResponse,
+             responses={403: {"model": ErrorResponse, "description": "Suggestions are disabled (always, here)"},
+                        413: ERRORS[413]},
+             openapi_extra=_form_or_json_body(SuggestRequest),
+             summary="Submit a better translation (LibreTranslate API; suggestions are off here)")
+async def suggest() -> JSONResponse:
+    """LibreTranslate with suggestions off (its default) answers 403 before reading the request; so does this
+    service, which never stores suggestions."""
+    return JSONResponse({"error": SUGGESTIONS_OFF}, status_code=403)
+
+
+@router.get("/health", response_model=LibreHealth, responses={503: ERRORS[503]},
+            summary="LibreTranslate's health check: ok once translations can be served")
+async def health(engine: TranslationEngine = Depends(get_engine)) -> LibreHealth:
+    """``{"status": "ok"}`` as LibreTranslate answers; 503 while models load or the service stops (LibreTranslate
+    loads before it listens, so its ``ok`` always means it can translate). /health/live and /health/ready are
+    this service's own probes."""
+    if not engine.ready:
+        raise NotReady("models are still loading" if engine.status == "starting" else f"not ready: {engine.status}")
+    return LibreHealth(status="ok")
+
+
+@router.get("/spec", include_in_schema=False)
+async def spec(request: Request) -> JSONResponse:
+    """LibreTranslate serves its API description here; this is the OpenAPI document of /openapi.json."""
+    return JSONResponse(request.app.openapi())

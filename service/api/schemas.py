@@ -58,6 +58,44 @@ class TranslateFileResponse(BaseModel):
                                              "0f3c9a6e2b1d4c8e9a7b6c5d4e3f2a1b.report_en.docx"])
 
 
+class FrontendLanguage(BaseModel):
+    code: str
+    name: str
+
+
+class FrontendLanguages(BaseModel):
+    source: FrontendLanguage
+    target: FrontendLanguage
+
+
+class FrontendSettings(BaseModel):
+    """GET /frontend/settings, as LibreTranslate's web page reads it."""
+
+    charLimit: int = Field(description="Characters per text (MT_MAX_TEXT_CHARS).")
+    frontendTimeout: int = Field(description="Milliseconds a page waits after typing before it translates.")
+    apiKeys: bool = Field(description="API keys are configured.")
+    keyRequired: bool = Field(description="Translation requests need a key (always so when keys are configured).")
+    suggestions: bool = Field(description="POST /suggest accepts suggestions (never: they are off here).")
+    filesTranslation: bool = Field(description="POST /translate_file is served (MT_FILES_TRANSLATION).")
+    supportedFilesFormat: list[str] = Field(description="File extensions /translate_file accepts.")
+    language: FrontendLanguages
+
+
+class SuggestRequest(BaseModel):
+    q: str = Field(description="Original text.")
+    s: str = Field(description="Suggested translation.")
+    source: str
+    target: str
+
+
+class SuggestResponse(BaseModel):
+    success: bool
+
+
+class LibreHealth(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
 # ---- native API ---------------------------------------------------------------------------------------------------
 
 class TranslateRequest(BaseModel):
