@@ -264,3 +264,12 @@ def test_tiny_corpus_trains_exports_serves_and_translates(fmt, tiny_pairs, tmp_p
         assert response.json()["translations"][0]["text"]
         models_info = httpx.get(f"{url}/v1/models", timeout=10).json()
     assert "test captions" in json.dumps(models_info)
+
+
+def test_corpus_paths_expand_variables_with_defaults(tmp_path, monkeypatch):
+    entry = write_corpus("tsv", tmp_path, PAIRS)
+    spec = parse_sources({"corpora": [{"name": "c", **entry, "held_out": {"valid": 1}}]}, "de", "en").corpora[0]
+    monkeypatch.delenv("MT_TEST_CORPUS", raising=False)
+    assert spec.resolved("${MT_TEST_CORPUS:-" + entry["path"] + "}") == Path(entry["path"])
+    monkeypatch.setenv("MT_TEST_CORPUS", "/elsewhere/c.tsv")
+    assert spec.resolved("${MT_TEST_CORPUS:-" + entry["path"] + "}") == Path("/elsewhere/c.tsv")

@@ -23,12 +23,14 @@ message naming the corpus and the field.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from service.languages import NAMES
 
 FORMATS = ("tsv", "csv", "moses", "jsonl", "tmx")
+_DEFAULTED_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-([^}]*)\}")
 PRESET_SPLITS = {"multi30k": ("train", "val", "test2016")}
 PRESET_LANGUAGES = {"multi30k": ("en", "de", "fr")}
 WHOLE = "all"
@@ -64,6 +66,8 @@ class CorpusSpec:
         return (WHOLE, "train", *self.held_out)
 
     def resolved(self, path: str) -> Path:
+        """``~`` and ``$VAR`` expanded; ``${VAR:-default}`` takes the default when VAR is unset or empty."""
+        path = _DEFAULTED_VARIABLE.sub(lambda m: os.environ.get(m.group(1)) or m.group(2), path)
         return Path(os.path.expandvars(os.path.expanduser(path)))
 
 
