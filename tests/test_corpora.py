@@ -273,3 +273,17 @@ def test_corpus_paths_expand_variables_with_defaults(tmp_path, monkeypatch):
     assert spec.resolved("${MT_TEST_CORPUS:-" + entry["path"] + "}") == Path(entry["path"])
     monkeypatch.setenv("MT_TEST_CORPUS", "/elsewhere/c.tsv")
     assert spec.resolved("${MT_TEST_CORPUS:-" + entry["path"] + "}") == Path("/elsewhere/c.tsv")
+
+
+def test_a_carved_out_sentence_never_comes_back_through_another_corpus(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shared = ("Wo ist der Bahnhof?", "Where is the station?")
+    a = write_corpus("tsv", tmp_path / "a", [shared] + [(f"A {i} x.", f"a {i} y.") for i in range(30)])
+    b = write_corpus("jsonl", tmp_path / "b", [shared, ("Guten Morgen.", "Good morning.")])
+    sources = parse_sources({"corpora": [{"name": "a", **a, "held_out": {"test": 31}, "seed": 1},
+                                         {"name": "b", **b}], "train": ["b"], "valid": ["a:test"]}, "de", "en")
+    data = prepare_data(sources, "de", "en", CleaningRules())
+    assert shared in data.valid["a:test"] and shared not in data.train
+    assert data.train == [("Guten Morgen.", "Good morning.")]
+    assert data.report["corpora"]["b"]["held_out_overlap_dropped"] == 1

@@ -150,19 +150,20 @@ def prepare_data(sources: DataSources, source: str, target: str, rules: Cleaning
             parts[f"{spec.name}:{WHOLE}"] = pairs
         if spec.name in sources.train and not parts[f"{spec.name}:train"]:
             raise CorpusError(f"corpus {spec.name!r}: no training pair left after cleaning "
-                              f"({entry['cleaning']['dropped']})")
+                              f"({entry['cleaning']['dropped']}) and holding out {spec.held_out or 'nothing'}")
         report["corpora"][spec.name] = entry
         if "cleaning" in entry:
             log.info("corpus %s: read %d, kept %d, dropped %s", spec.name, entry["cleaning"]["read"],
                      entry["cleaning"]["kept"], {k: v for k, v in entry["cleaning"]["dropped"].items() if v} or "none")
 
-    held_out_sentences = {text.casefold() for ref in (*sources.valid, *sources.test)
-                          if not ref.endswith(f":{WHOLE}") for pair in parts[ref] for text in pair}
+    carved_refs = [ref for ref in (*sources.valid, *sources.test)
+                   if ref.split(":")[1] in sources.corpus(ref.split(":")[0]).held_out]
+    held_out_sentences = {text.casefold() for ref in carved_refs for pair in parts[ref] for text in pair}
     train: list[Pair] = []
     for name in sources.train:
         spec = sources.corpus(name)
         pairs = parts[f"{name}:train"]
-        if held_out_sentences and not spec.preset:
+        if held_out_sentences:  # a carved-out sentence must not come back through another corpus
             kept = [p for p in pairs if p[0].casefold() not in held_out_sentences
                     and p[1].casefold() not in held_out_sentences]
             report["corpora"][name]["held_out_overlap_dropped"] = len(pairs) - len(kept)
