@@ -42,7 +42,9 @@ class ServiceProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self.env = {**os.environ, "MT_MODELS_DIR": str(models_dir), "MT_DEVICE": "cpu", **(env or {})}
+        # The cache is off unless asked for: the load mixes repeat sentences, and the figures measure decoding.
+        self.env = {**os.environ, "MT_MODELS_DIR": str(models_dir), "MT_DEVICE": "cpu", "MT_CACHE_SIZE": "0",
+                    **(env or {})}
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         self.python = python
         self.process: subprocess.Popen | None = None

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
                                                                   "unset = the model card's default.")
     max_beam_size: int = Field(8, ge=1, le=8)
     max_sentence_chars: int = Field(400, ge=20, description="Longer sentences are cut at spaces before translation.")
+    cache_size: int = Field(4096, ge=0, description="Sentence translations kept in the in-memory LRU cache "
+                                                    "(each with its n-best list); 0 = no cache.")
+    cache_max_mb: int = Field(64, ge=1, description="Memory budget of the translation cache in MiB (estimated); "
+                                                    "least recently used entries are evicted beyond it.")
 
     # Request limits
     max_text_chars: int = Field(5000, ge=1, description="Characters per text.")

@@ -11,13 +11,14 @@ import asyncio
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 
 from service import htmltext, languages
 from service.batcher import BatcherStopped, BatchKey, BatchLimits, DeadlineExceeded, DynamicBatcher, QueueFull
+from service.cache import TranslationCache, cache_key
 from service.config import Settings
 from service.errors import BadModelOutput, InvalidJob, JobTimeout, NotReady, Overloaded, ShuttingDown
 from service.language_id import Detection, LanguageDetector, known_languages
@@ -72,9 +73,10 @@ class TextTranslation:
 class JobResult:
     translations: list[TextTranslation]
     models: list[str]
-    sentences: int  # distinct sentences decoded
+    sentences: int  # distinct sentences translated (decoded or from the cache)
     queue_ms: float = 0.0  # longest wait of any of its sentences before decoding started
     inference_ms: float = 0.0  # summed wall time of the decoder batches that held its sentences
+    cache_hits: int = 0  # of ``sentences``, those answered from the cache
 
 
 @dataclass
@@ -104,6 +106,7 @@ class TranslationEngine:
                         max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue_sentences,
                         min_retry_after_s=settings.retry_after_s),
             self.metrics)
+        self.cache = TranslationCache(settings.cache_size, settings.cache_max_mb << 20, self.metrics)
 
     # ---- life cycle -------------------------------------------------------------------------------------------
 
@@ -162,17 +165,24 @@ class TranslationEngine:
             plans, wanted = self._prepare(job)
         total = sum(len(sentences) for sentences in wanted.values())
 
-        results: dict[str, list[list[Translation]]] = {}
+        found, missing = self._from_cache(job, wanted)
+        decoded: dict[str, list[list[Translation]]] = {}
         queue_s, batches = 0.0, {}
-        if total:
-            results, queue_s, batches = await self._decode(job, wanted, deadline)
+        if any(missing.values()):
+            decoded, queue_s, batches = await self._decode(job, missing, deadline)
+            self._to_cache(job, missing, decoded)
+        results = {}
+        for model_id, distinct in wanted.items():
+            fresh = dict(zip(missing[model_id], decoded.get(model_id, [])))
+            results[model_id] = [found[model_id][s] if s in found[model_id] else fresh[s] for s in distinct]
 
         index = {model_id: {s: i for i, s in enumerate(distinct)} for model_id, distinct in wanted.items()}
         translations = []
         for plan in plans:
             model_id = plan.model.id if plan.model else ""
             translations.append(self._assemble(plan, index.get(model_id, {}), results.get(model_id, []), job))
-        return JobResult(translations, sorted(wanted), total, queue_s * 1000, sum(batches.values()) * 1000)
+        return JobResult(translations, sorted(wanted), total, queue_s * 1000, sum(batches.values()) * 1000,
+                         sum(map(len, found.values())))
 
     def _prepare(self, job: TranslationJob) -> tuple[list[_TextPlan], dict[str, dict[str, list[int]]]]:
         """Plans per text and, per model, its distinct sentences (first-seen order) with their token ids."""
@@ -191,6 +201,44 @@ class TranslationEngine:
             raise InvalidJob(f"the texts hold {total} sentences; at most {self.settings.max_queue_sentences} "
                              "fit in one request")
         return plans, wanted
+
+    def _from_cache(self, job: TranslationJob, wanted: dict[str, dict[str, list[int]]]
+                    ) -> tuple[dict[str, dict[str, list[Translation]]], dict[str, dict[str, list[int]]]]:
+        """Split each model's distinct sentences into those the cache answers (their n-best) and those to decode
+        (their ids); cache hits never reach the batcher."""
+        assert self.registry is not None
+        found: dict[str, dict[str, list[Translation]]] = {model_id: {} for model_id in wanted}
+        if not self.cache.enabled:
+            return found, wanted
+        missing: dict[str, dict[str, list[int]]] = {model_id: {} for model_id in wanted}
+        for model_id, distinct in wanted.items():
+            model = self.registry.models[model_id]
+            options = model.search_options(self._beam_size(job, model), job.n_best, job.return_attention)
+            for sentence, ids in distinct.items():
+                nbest = self.cache.get(cache_key(model, ids, options))
+                if nbest is None:
+                    missing[model_id][sentence] = ids
+                else:
+                    found[model_id][sentence] = nbest
+        return found, missing
+
+    def _to_cache(self, job: TranslationJob, decoded_ids: dict[str, dict[str, list[int]]],
+                  decoded: dict[str, list[list[Translation]]]) -> None:
+        """Store the usable n-best lists just decoded. Attention is kept only for the best hypothesis and only when
+        the job asked for it (a batch companion may have): nothing else is ever returned, and it is most of an
+        entry's memory."""
+        if not self.cache.enabled:
+            return
+        assert self.registry is not None
+        for model_id, distinct in decoded_ids.items():
+            model = self.registry.models[model_id]
+            options = model.search_options(self._beam_size(job, model), job.n_best, job.return_attention)
+            for ids, nbest in zip(distinct.values(), decoded[model_id]):
+                if not _usable(nbest, job.return_attention):
+                    continue
+                nbest = [t if rank == 0 and job.return_attention else replace(t, attention=None)
+                         for rank, t in enumerate(nbest)]
+                self.cache.put(cache_key(model, ids, options), nbest)
 
     async def _decode(self, job: TranslationJob, wanted: dict[str, dict[str, list[int]]], deadline: float
                       ) -> tuple[dict[str, list[list[Translation]]], float, dict[int, float]]:
@@ -363,8 +411,7 @@ class TranslationEngine:
                     if not piece.translate:
                         continue
                     nbest = nbests[index[piece.text]]
-                    if not nbest or not all(math.isfinite(t.score) for t in nbest) or (job.return_attention and any(
-                            t.attention is not None and not np.isfinite(t.attention).all() for t in nbest)):
+                    if not _usable(nbest, job.return_attention):
                         log.error("unusable model output", extra={"model": plan.model.id, "hypotheses": len(nbest)})
                         raise BadModelOutput(f"model {plan.model.id} produced no usable translation for "
                                              f"{piece.text[:60]!r} ({'no hypothesis' if not nbest else 'NaN'}); "
@@ -387,6 +434,12 @@ class TranslationEngine:
                 alternatives.append((text, score))
         return TextTranslation(variants[0][0], variants[0][1], alternatives, sentences, plan.source_language,
                                plan.model.id if plan.model else None, plan.detected)
+
+
+def _usable(nbest: list[Translation], with_attention: bool) -> bool:
+    """At least one hypothesis, finite scores and (when it is returned) finite attention."""
+    return bool(nbest) and all(math.isfinite(t.score) for t in nbest) and not (with_attention and any(
+        t.attention is not None and not np.isfinite(t.attention).all() for t in nbest))
 
 
 def check_unicode(text: str, what: str) -> None:

@@ -41,6 +41,13 @@ class Metrics:
                                   registry=r)
         self.dropped_sentences = Counter("mt_dropped_sentences", "Queued sentences dropped before decoding "
                                          "(deadline passed or request cancelled).", ["reason"], registry=r)
+        self.cache_hits = Counter("mt_cache_hits", "Sentences answered from the translation cache.", ["model"],
+                                  registry=r)
+        self.cache_misses = Counter("mt_cache_misses", "Sentences looked up in the translation cache and not "
+                                    "found (then decoded).", ["model"], registry=r)
+        self.cache_entries = Gauge("mt_cache_entries", "Sentences held in the translation cache.", registry=r)
+        self.cache_bytes = Gauge("mt_cache_bytes", "Estimated memory of the translations held in the cache.",
+                                 registry=r)
         self.model_info = Gauge("mt_model_info", "Served models (value 1).",
                                 ["model", "source", "target", "architecture", "decoder", "provider"], registry=r)
         self.ready = Gauge("mt_ready", "1 once every model is loaded and warmed up.", registry=r)

@@ -8,8 +8,11 @@ JSON are read; nothing is unpickled.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from service.config import Settings
@@ -48,6 +51,12 @@ class LoadedModel:
     @property
     def quantized(self) -> bool:
         return self.model.quantized
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content identity: SHA-256 of the card (which holds the SHA-256 of every file) and the decoder in use."""
+        card = json.dumps(self.card, sort_keys=True, ensure_ascii=True)
+        return hashlib.sha256(f"{card}\n{'int8' if self.quantized else 'fp32'}".encode()).hexdigest()
 
     def search_options(self, beam_size: int, n_best: int, return_attention: bool) -> SearchOptions:
         """Search options for this model: the client's choices plus the card's length limits and penalty."""

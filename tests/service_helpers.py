@@ -21,8 +21,10 @@ from service.engine import TranslationEngine
 
 
 def settings_for(models_dir: Path, **overrides) -> Settings:
-    """Test settings: no warm-up (seconds saved per engine); anything else as given."""
-    return Settings(models_dir=models_dir, warmup=False, device="cpu", threads=1, **overrides)
+    """Test settings: no warm-up (seconds saved per engine) and no translation cache (tests that hold, fail or
+    count decoder batches need every sentence decoded; tests/test_cache.py turns it on); anything else as given."""
+    return Settings(**{"models_dir": models_dir, "warmup": False, "device": "cpu", "threads": 1, "cache_size": 0,
+                       **overrides})
 
 
 def loaded_engine(models_dir: Path, **overrides) -> TranslationEngine:
@@ -137,13 +139,14 @@ def service_process(models_dir: Path, log_dir: Path, prefix: list[str] | None = 
                     **env: str) -> Iterator[tuple[subprocess.Popen, str]]:
     """``python -m service serve`` as a subprocess on a free loopback port, ready; yields (process, base URL).
 
-    ``prefix`` replaces ``python -m service`` (e.g. a wrapper); ``env`` adds MT_ variables. The process's stderr
+    ``prefix`` replaces ``python -m service`` (e.g. a wrapper); ``env`` adds MT_ variables (the translation cache
+    is off unless ``MT_CACHE_SIZE`` is given, as in ``settings_for``). The process's stderr
     (its JSON log) goes to ``log_dir/service.log``. It is killed at the end if still running.
     """
     port = free_port()
     log = log_dir / "service.log"
     environment = {**os.environ, "MT_MODELS_DIR": str(models_dir), "MT_DEVICE": "cpu", "MT_THREADS": "1",
-                   "MT_WARMUP": "false", **env}
+                   "MT_WARMUP": "false", "MT_CACHE_SIZE": "0", **env}
     argv = (prefix or [sys.executable, "-m", "service"]) + ["serve", "--port", str(port)]
     with log.open("wb") as stderr:
         process = subprocess.Popen(argv, cwd=cwd or Path(__file__).resolve().parent.parent, env=environment,

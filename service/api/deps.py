@@ -78,8 +78,8 @@ async def run_job(request: Request, response: Response, engine: TranslationEngin
     if engine.settings.log_text:
         fields["text"] = job.texts
     result = await cancel_on_disconnect(request, engine.translate(job))
-    fields.update(models=result.models, sentences=result.sentences, queue_ms=round(result.queue_ms, 2),
-                  inference_ms=round(result.inference_ms, 2))
+    fields.update(models=result.models, sentences=result.sentences, cache_hits=result.cache_hits,
+                  queue_ms=round(result.queue_ms, 2), inference_ms=round(result.inference_ms, 2))
     if engine.settings.log_text:
         fields["translation"] = [t.text for t in result.translations]
     response.headers["X-Queue-Time-Ms"] = f"{result.queue_ms:.2f}"
