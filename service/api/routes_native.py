@@ -1,15 +1,17 @@
-"""The native API: n-best, scores, attention, timings, model cards."""
+"""The native API: n-best, scores, attention, word alignments, timings, model cards."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from service.alignment import align
 from service.api.deps import get_engine, require_api_key, require_json, run_job
 from service.api.routes_libre import ERRORS
 from service.api.schemas import (
     Alternative,
     DetectedLanguageNative,
     ErrorResponse,
+    SentenceAlignment,
     SentenceAttention,
     SentenceScore,
     Timing,
@@ -17,7 +19,7 @@ from service.api.schemas import (
     TranslateResponse,
     TranslationItem,
 )
-from service.engine import TextTranslation, TranslationEngine, TranslationJob
+from service.engine import SentenceTranslation, TextTranslation, TranslationEngine, TranslationJob
 from service.errors import NotReady
 
 router = APIRouter(prefix="/v1", tags=["native"])
@@ -32,7 +34,7 @@ WEIGHT_DECIMALS = 4
 async def translate(body: TranslateRequest, request: Request, response: Response,
                     engine: TranslationEngine = Depends(get_engine)) -> TranslateResponse:
     job = TranslationJob(body.texts, body.source, body.target, body.format, body.beam_size, body.n_best,
-                         body.return_attention, body.timeout)
+                         body.return_attention or body.return_alignment, body.timeout)
     result = await run_job(request, response, engine, job)
     items = [_item(t, body) for t in result.translations]
     used = {t.model_id for t in result.translations if t.model_id}
@@ -58,7 +60,15 @@ def _item(t: TextTranslation, body: TranslateRequest) -> TranslationItem:
                                             target_tokens=s.target_tokens,
                                             weights=s.weights.astype(float).round(WEIGHT_DECIMALS).tolist())
                           for s in t.sentences if s.weights is not None]
+    if body.return_alignment:
+        item.alignment = [_alignment(s) for s in t.sentences if s.weights is not None]
     return item
+
+
+def _alignment(sentence: SentenceTranslation) -> SentenceAlignment:
+    words = align(sentence.source_tokens, sentence.target_tokens, sentence.weights)
+    return SentenceAlignment(source=sentence.source, text=sentence.text, source_words=words.source_words,
+                             target_words=words.target_words, alignment=words.pharaoh)
 
 
 @router.get("/models", summary="Model cards of the served models")

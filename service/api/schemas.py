@@ -114,6 +114,8 @@ class TranslateRequest(BaseModel):
                                        "at most beam_size.")
     return_scores: bool = Field(False, description="Add the score of each text and of each of its sentences.")
     return_attention: bool = Field(False, description="Add the attention matrix of each sentence.")
+    return_alignment: bool = Field(False, description="Add the word alignment of each sentence, derived from the "
+                                                      "attention (Pharaoh format, with the word lists it indexes).")
     timeout: float | None = Field(None, description="Seconds this request may take (default: the service's).")
 
 
@@ -139,6 +141,26 @@ class SentenceAttention(BaseModel):
     weights: list[list[float]] = Field(description="len(target_tokens) rows x len(source_tokens) columns.")
 
 
+class SentenceAlignment(BaseModel):
+    """One sentence's word alignment, derived from its attention: attention summed over a source word's pieces
+    and averaged over a target word's pieces, then each target word linked to its most attended source word.
+    Attention is not a gold alignment: treat the links as the model's focus, not as word correspondences."""
+
+    source: str
+    text: str
+    source_words: list[str] = Field(description="Source words: a SentencePiece piece starting with ▁ and the pieces "
+                                                "after it (</s> excluded). Joined with spaces they give the sentence "
+                                                "as the tokenizer normalized it; an unknown character shows as ⁇.",
+                                    examples=[["Ein", "Mann", "fährt", "Fahrrad."]])
+    target_words: list[str] = Field(description="Target words, defined as source_words are. Joined with spaces they "
+                                                "give `text` (up to runs of spaces and the spaces SentencePiece puts "
+                                                "around ⁇).", examples=[["A", "man", "rides", "a", "bike."]])
+    alignment: str = Field(description="Pharaoh format: space-separated `i-j` pairs, i an index into source_words, "
+                                       "j an index into target_words, sorted by i then j. Every target word has "
+                                       "exactly one link; a source word may have none or several.",
+                           examples=["0-0 1-1 2-2 3-3 3-4"])
+
+
 class DetectedLanguageNative(BaseModel):
     language: str
     confidence: float = Field(description="Probability among the served source languages, 0-1.")
@@ -155,6 +177,8 @@ class TranslationItem(BaseModel):
     sentences: list[SentenceScore] | None = None
     attention: list[SentenceAttention] | None = Field(None, description="One alignment per translated sentence, "
                                                                         "in order.")
+    alignment: list[SentenceAlignment] | None = Field(None, description="One word alignment per translated "
+                                                                        "sentence, in order (best translation).")
 
 
 class Timing(BaseModel):
