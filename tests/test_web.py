@@ -122,9 +122,10 @@ def translate_in_page(page, source: str, target: str, text: str, status: str = "
 
 
 def api_translate(client: httpx.Client, text: str, source: str = "de", target: str = "en", n_best: int = 3) -> dict:
-    """What the page asks for by default (model's beam size, 3 translations, scores, attention)."""
+    """What the page asks for by default (model's beam size, 3 translations, scores, attention, word alignment)."""
     response = client.post("/v1/translate", json={"texts": [text], "source": source, "target": target,
-                                                   "n_best": n_best, "return_scores": True, "return_attention": True})
+                                                   "n_best": n_best, "return_scores": True, "return_attention": True,
+                                                   "return_alignment": True})
     assert response.status_code == 200, response.text
     return response.json()["translations"][0]
 
@@ -149,6 +150,19 @@ def assert_heatmaps_match(tables: list[dict], attention: list[dict]) -> None:
         for row in table["weights"]:
             assert math.isclose(sum(row), 1.0, abs_tol=1e-2), row
             assert all(0.0 <= weight <= 1.0 for weight in row)
+
+
+def alignment_grids(page) -> list[dict]:
+    """Each sentence grid of the word alignment view as {sources, targets, links, pharaoh}, read from the DOM."""
+    return page.get_by_test_id("word-alignment").locator("figure").evaluate_all("""figures => figures.map(f => {
+        const t = f.querySelector('table');
+        return {
+            sources: [...t.tHead.rows[0].cells].slice(1).map(th => th.textContent),
+            targets: [...t.tBodies[0].rows].map(r => r.cells[0].textContent),
+            links: [...t.querySelectorAll('td[data-linked="true"]')].map(td => `${td.dataset.col}-${td.dataset.row}`),
+            pharaoh: f.querySelector('[data-testid="alignment-pharaoh"]').textContent,
+        };
+    })""")
 
 
 # ---- tests --------------------------------------------------------------------------------------------------------
@@ -227,6 +241,38 @@ def test_ctrl_enter_translates_each_sentence_with_its_own_heatmap(web, client):
     assert page.get_by_test_id("translation-output").text_content() == expected["text"]
     assert_heatmaps_match(heatmap_tables(page), expected["attention"])
     assert web.errors == []
+
+
+@pytest.mark.browser
+def test_word_alignment_view_shows_the_apis_links(web, client):
+    page = web.page
+    translate_in_page(page, "de", "en", TWO_SENTENCES)
+    expected = api_translate(client, TWO_SENTENCES)
+    heatmap = page.get_by_test_id("attention-heatmap")
+    words = page.get_by_test_id("word-alignment")
+    expect(heatmap).to_be_visible()
+    expect(words).to_be_hidden()  # piece attention is the default view
+
+    page.get_by_label("Word alignment").check()
+    expect(words).to_be_visible()
+    expect(heatmap).to_be_hidden()
+    grids = alignment_grids(page)
+    assert len(grids) == len(expected["alignment"]) == 2
+    for grid, sentence in zip(grids, expected["alignment"]):
+        assert grid["sources"] == sentence["source_words"] and grid["targets"] == sentence["target_words"]
+        assert sorted(grid["links"]) == sorted(sentence["alignment"].split())
+        assert len(grid["links"]) == len(sentence["target_words"])  # one link per target word
+        assert grid["pharaoh"] == sentence["alignment"]
+
+    # The choice holds for the next translation; switching back shows the heatmap again.
+    translate_in_page(page, "de", "en", SENTENCE)
+    expect(words).to_be_visible()
+    assert [g["pharaoh"] for g in alignment_grids(page)] == [
+        s["alignment"] for s in api_translate(client, SENTENCE)["alignment"]]
+    page.get_by_label("Piece attention").check()
+    expect(heatmap).to_be_visible()
+    expect(words).to_be_hidden()
+    assert web.errors == [] and web.foreign_requests() == []
 
 
 @pytest.mark.browser
@@ -355,7 +401,7 @@ def test_page_and_assets_are_served(client):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in page.headers["content-security-policy"]
     for testid in ("source-input", "source-lang", "target-lang", "translate-button", "translation-output",
-                   "attention-heatmap"):
+                   "attention-heatmap", "word-alignment", "show-word-alignment"):
         assert f'data-testid="{testid}"' in page.text
     assert client.get("/web/app.js").headers["content-type"].startswith("text/javascript")
     assert client.get("/web/style.css").headers["content-type"].startswith("text/css")

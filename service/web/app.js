@@ -1,5 +1,6 @@
 // The translation page: fills the language selectors from GET /languages, calls POST /v1/translate with
-// n-best, scores and attention, and draws one attention heatmap per sentence. Plain JS, no dependencies.
+// n-best, scores, attention and word alignments, and draws per sentence an attention heatmap over pieces or
+// a grid of word alignment links (a toggle picks which). Plain JS, no dependencies.
 // URLs are relative to the page, so the page also works behind a reverse proxy that adds a path prefix.
 "use strict";
 
@@ -22,6 +23,10 @@
   const alternativesList = $("alternatives");
   const attentionBlock = $("attention-block");
   const heatmap = $("attention-heatmap");
+  const pieceView = $("piece-view");
+  const wordView = $("word-view");
+  const wordAlignment = $("word-alignment");
+  const viewChoices = document.querySelectorAll('input[name="attention-view"]');
   const readout = $("cell-readout");
   const modelDomain = $("model-domain");
 
@@ -146,7 +151,7 @@
     if (beamSize !== null) nBest = Math.min(nBest, beamSize);  // the API refuses n_best > beam_size
     const body = {
       texts: [text], source: sourceSelect.value, target: targetSelect.value,
-      beam_size: beamSize, n_best: nBest, return_scores: true, return_attention: true,
+      beam_size: beamSize, n_best: nBest, return_scores: true, return_attention: true, return_alignment: true,
     };
 
     if (pending) pending.abort();  // a newer request replaces the one in flight
@@ -230,6 +235,7 @@
       meta.textContent = "";
       alternativesList.replaceChildren();
       heatmap.replaceChildren();
+      wordAlignment.replaceChildren();
       alternativesBlock.hidden = true;
       attentionBlock.hidden = true;
       readout.innerHTML = "&nbsp;";
@@ -270,8 +276,19 @@
 
     const sentences = item.attention ?? [];
     heatmap.replaceChildren(...sentences.map((sentence, index) => heatmapTable(sentence, index, sentences.length)));
-    attentionBlock.hidden = sentences.length === 0;
+    const alignments = item.alignment ?? [];
+    wordAlignment.replaceChildren(...alignments.map((sentence, index) => alignmentGrid(sentence, index,
+                                                                                       alignments.length)));
+    attentionBlock.hidden = sentences.length === 0 && alignments.length === 0;
+    showView();
     showResultState("done");
+  }
+
+  /** Piece attention or word alignment, as the toggle says. */
+  function showView() {
+    const words = document.querySelector('input[name="attention-view"]:checked')?.value === "words";
+    pieceView.hidden = words;
+    wordView.hidden = !words;
   }
 
   function formatScore(score) {
@@ -345,6 +362,67 @@
     const figure = document.createElement("figure");
     figure.className = "heatmap-figure";
     figure.append(caption, scroller);
+    return figure;
+  }
+
+  /** One sentence's word alignment as a grid: rows = target words, columns = source words, links filled. */
+  function alignmentGrid(sentence, index, count) {
+    const {source_words: sources, target_words: targets} = sentence;
+    const links = new Set(sentence.alignment.split(" ").filter(Boolean));  // "i-j": source i, target j
+    const table = document.createElement("table");
+    table.className = "heatmap alignment";
+    table.dataset.testid = "alignment-sentence";
+    table.dataset.sentence = String(index);
+
+    const caption = document.createElement("figcaption");
+    caption.id = `alignment-caption-${index}`;
+    const prefix = count > 1 ? `Sentence ${index + 1}: ` : "";
+    caption.textContent = `${prefix}“${sentence.source}” → “${sentence.text}”`;
+    table.setAttribute("aria-labelledby", caption.id);
+
+    const head = table.createTHead().insertRow();
+    const corner = document.createElement("th");
+    corner.innerHTML = '<span class="visually-hidden">Target word \\ source word</span>';
+    head.append(corner);
+    for (const word of sources) {
+      const th = document.createElement("th");
+      th.scope = "col";
+      th.textContent = word;
+      head.append(th);
+    }
+    const body = table.createTBody();
+    targets.forEach((targetWord, row) => {
+      const tr = body.insertRow();
+      const th = document.createElement("th");
+      th.scope = "row";
+      th.textContent = targetWord;
+      tr.append(th);
+      sources.forEach((sourceWord, col) => {
+        const td = tr.insertCell();
+        const linked = links.has(`${col}-${row}`);
+        td.dataset.linked = String(linked);
+        td.dataset.row = String(row);
+        td.dataset.col = String(col);
+        if (linked) {
+          td.title = `${targetWord} ← ${sourceWord}`;
+          const hidden = document.createElement("span");
+          hidden.className = "visually-hidden";
+          hidden.textContent = "linked";
+          td.append(hidden);
+        }
+      });
+    });
+
+    const pharaoh = document.createElement("p");
+    pharaoh.className = "pharaoh";
+    pharaoh.dataset.testid = "alignment-pharaoh";
+    pharaoh.textContent = sentence.alignment;
+    const scroller = document.createElement("div");
+    scroller.className = "heatmap-scroll";
+    scroller.append(table);
+    const figure = document.createElement("figure");
+    figure.className = "heatmap-figure";
+    figure.append(caption, scroller, pharaoh);
     return figure;
   }
 
@@ -425,6 +503,7 @@
   targetSelect.addEventListener("change", () => { updateSwap(); showModelDomain(); });
   swapButton.addEventListener("click", swap);
   input.addEventListener("input", updateCharCount);
+  for (const choice of viewChoices) choice.addEventListener("change", showView);
 
   setStatus("Loading languages…");
   loadLanguages();
