@@ -9,7 +9,7 @@ PORT ?= 8000
 CONFIG ?= training/configs/de-en.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-serve serve test test-slow test-soak test-deploy loadtest bench prepare train export evaluate ablation lock clean
+.PHONY: help setup setup-serve serve test test-slow test-soak test-deploy loadtest bench prepare train export evaluate calibrate ablation lock clean
 
 help:
 	@echo "make serve              set up .venv (serving runtime) and start the API on $(HOST):$(PORT)"
@@ -18,7 +18,8 @@ help:
 	@echo "make test-deploy        build and check the container, monitoring and manifests (root, podman)"
 	@echo "make prepare CONFIG=... inspect a config's corpora: counts, rejects per cleaning rule, splits"
 	@echo "make train CONFIG=...   train a model from scratch (resumes if interrupted)"
-	@echo "make export RUN=runs/de-en OUT=models/de-en   export, check parity, evaluate"
+	@echo "make export RUN=runs/de-en OUT=models/de-en   export, check parity, evaluate, calibrate confidence"
+	@echo "make calibrate          fit and measure the shipped models' translation confidence (docs/confidence.md)"
 	@echo "make loadtest [URL=...] locust at increasing concurrency -> loadtest/reports/"
 	@echo "make bench              engine and service benchmarks (ratios measured side by side)"
 	@echo "make ablation           cell/attention ablation study (~100 min on 2 cores) -> docs/ablation.md"
@@ -77,6 +78,11 @@ OUT ?= models/de-en
 export: setup
 	$(BIN)/python -m training.export --run-dir $(RUN) --out $(OUT) --quantize
 	$(BIN)/python -m training.evaluate --model-dir $(OUT)
+	$(BIN)/python -m training.calibrate --model-dir $(OUT) --plot-dir docs/confidence
+
+# Fit and measure the translation confidence of the shipped models (docs/confidence.md).
+calibrate: setup
+	$(BIN)/python -m training.calibrate --model-dir $(MODELS_DIR)/*/ --plot-dir docs/confidence
 
 ablation: setup
 	$(BIN)/python -m training.ablation --config training/configs/ablation.yaml --out runs/ablation --docs docs

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
                                                     "(each with its n-best list); 0 = no cache.")
     cache_max_mb: int = Field(64, ge=1, description="Memory budget of the translation cache in MiB (estimated); "
                                                     "least recently used entries are evicted beyond it.")
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0, description=(
+        "Native API: withhold translations whose confidence is below this (a request's min_confidence overrides "
+        "it); unset = never abstain."))
 
     # Request limits
     max_text_chars: int = Field(5000, ge=1, description="Characters per text.")

@@ -51,6 +51,7 @@ class Hypothesis:
     log_prob: float  # total log-probability, </s> included
     complete: bool = True  # ended with </s> (False: stopped at the length limit)
     attention: np.ndarray | None = None  # [steps, S_real]: one row per generated token (</s> included when complete)
+    token_log_probs: np.ndarray | None = None  # [steps] float64: log-prob of each generated token (</s> included)
 
 
 @dataclass
@@ -131,6 +132,7 @@ def search(model: StepModel, sources: list[list[int]], options: SearchOptions) -
     state = encoded.state
     scores = np.tile(np.array([0.0] + [-np.inf] * (beam - 1)), batch)  # [R] cumulative log-prob
     tokens = np.zeros((batch * beam, 0), dtype=np.int64)
+    token_log_probs = np.zeros((batch * beam, 0), dtype=np.float64)  # [R, t]: per-step log-prob of each token
     attention = np.zeros((batch * beam, 0, encoded.mask.shape[1]), dtype=np.float32)
     prev = np.full(batch * beam, model.bos_id, dtype=np.int64)
 
@@ -145,6 +147,7 @@ def search(model: StepModel, sources: list[list[int]], options: SearchOptions) -
         top, top_scores = _top_k(candidates, min(2 * beam, candidates.shape[1]))
 
         keep_rows, keep_tokens, keep_scores, keep_alive_sentence = [], [], [], []
+        keep_token_log_probs = []
         for group in range(n_alive):
             sentence_index = row_sentence[group * beam]
             sentence = sentences[sentence_index]
@@ -163,33 +166,38 @@ def search(model: StepModel, sources: list[list[int]], options: SearchOptions) -
                     complete = token == model.eos_id
                     sentence.finished.append(Hypothesis(
                         hyp_tokens, _normalized(float(score), step, options.length_penalty),
-                        float(score), complete, hyp_attention))
+                        float(score), complete, hyp_attention,
+                        np.append(token_log_probs[row], float(score) - scores[row])))
                     if len(sentence.finished) >= beam:
                         break
                 else:
                     keep_rows.append(row)
                     keep_tokens.append(token)
                     keep_scores.append(score)
+                    keep_token_log_probs.append(float(score) - scores[row])
                     kept += 1
                     if kept == beam:
                         break
             if len(sentence.finished) >= beam or step >= sentence.max_length or kept == 0:
                 sentence.done = True
-                keep_rows, keep_tokens, keep_scores = (keep_rows[: len(keep_rows) - kept],
-                                                       keep_tokens[: len(keep_tokens) - kept],
-                                                       keep_scores[: len(keep_scores) - kept])
+                keep_rows, keep_tokens, keep_scores, keep_token_log_probs = (
+                    keep_rows[: len(keep_rows) - kept], keep_tokens[: len(keep_tokens) - kept],
+                    keep_scores[: len(keep_scores) - kept], keep_token_log_probs[: len(keep_token_log_probs) - kept])
                 continue
             # Pad to a full beam with dead copies so every alive sentence keeps exactly `beam` rows.
             for _ in range(beam - kept):
                 keep_rows.append(keep_rows[-1])
                 keep_tokens.append(keep_tokens[-1])
                 keep_scores.append(-np.inf)
+                keep_token_log_probs.append(-np.inf)
             keep_alive_sentence.append(sentence_index)
 
         rows = np.array(keep_rows, dtype=np.int64)
         previous_row_sentence = row_sentence
         row_sentence = np.repeat(np.array(keep_alive_sentence, dtype=np.int64), beam)
         tokens = np.concatenate([tokens[rows], np.array(keep_tokens, dtype=np.int64)[:, None]], axis=1)
+        token_log_probs = np.concatenate(
+            [token_log_probs[rows], np.array(keep_token_log_probs, dtype=np.float64)[:, None]], axis=1)
         if options.return_attention and weights is not None:
             attention = np.concatenate([attention[rows], weights[rows][:, None]], axis=1)
         else:

@@ -56,6 +56,7 @@ class SentenceTranslation:
     source_tokens: list[str]
     target_tokens: list[str]
     weights: np.ndarray | None = None
+    confidence: float | None = None  # None when the model has no confidence calibration
 
 
 @dataclass
@@ -67,6 +68,7 @@ class TextTranslation:
     source_language: str
     model_id: str | None
     detected: Detection | None = None
+    confidence: float | None = None  # lowest sentence confidence of the best variant; None: none to give
 
 
 @dataclass
@@ -423,7 +425,7 @@ class TranslationEngine:
                     if rank == 0:
                         sentences.append(SentenceTranslation(
                             piece.text, text, choice.score, choice.source_tokens, choice.target_tokens,
-                            choice.attention if job.return_attention else None))
+                            choice.attention if job.return_attention else None, choice.confidence))
                 units.append(join(pieces, replacements))
             text = plan.document.render(units) if plan.document is not None else units[0]
             variants.append((text, float(np.mean(scores)) if scores else None))
@@ -432,8 +434,10 @@ class TranslationEngine:
             if text not in seen:
                 seen.add(text)
                 alternatives.append((text, score))
+        confidences = [s.confidence for s in sentences]
+        confidence = min(confidences) if confidences and None not in confidences else None
         return TextTranslation(variants[0][0], variants[0][1], alternatives, sentences, plan.source_language,
-                               plan.model.id if plan.model else None, plan.detected)
+                               plan.model.id if plan.model else None, plan.detected, confidence)
 
 
 def _usable(nbest: list[Translation], with_attention: bool) -> bool:

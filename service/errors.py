@@ -15,6 +15,12 @@ class InvalidJob(EngineError):
     reason = "invalid"
 
 
+class ConfidenceUnavailable(InvalidJob):
+    """Confidence or abstention was asked of a model whose card carries no confidence calibration."""
+
+    reason = "no_confidence"
+
+
 class Unauthorized(EngineError):
     """API keys are required and the request carries none (or a malformed Authorization header)."""
 

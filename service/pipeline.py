@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import sentencepiece as spm
 
+from service.confidence import ConfidenceModel, detector_for, signals, source_language_log_prob
 from service.decoding import Hypothesis, SearchOptions, StepModel, search
 
 
@@ -20,15 +21,26 @@ class Translation:
     source_tokens: list[str]
     target_tokens: list[str]
     attention: np.ndarray | None  # [len(target_tokens), len(source_tokens)]
+    token_log_probs: np.ndarray | None = None  # [len(target_tokens)]: log-prob of each target token
+    signals: np.ndarray | None = None  # [len(confidence.SIGNALS)]: quality signals, when the translator computes them
+    confidence: float | None = None  # calibrated probability of a good translation, when the model has a calibration
 
 
 class SentenceTranslator:
-    """Tokenizes, decodes in length-sorted chunks, and detokenizes."""
+    """Tokenizes, decodes in length-sorted chunks, and detokenizes.
 
-    def __init__(self, model: StepModel, tokenizer: spm.SentencePieceProcessor, max_source_tokens: int = 250) -> None:
+    With ``source_language`` set, each translation also carries its quality ``signals``; with a ``confidence``
+    model as well, their calibrated ``confidence``.
+    """
+
+    def __init__(self, model: StepModel, tokenizer: spm.SentencePieceProcessor, max_source_tokens: int = 250,
+                 source_language: str | None = None, confidence: ConfidenceModel | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_source_tokens = max_source_tokens
+        self.source_language = source_language
+        self.confidence = confidence
+        self._detector = detector_for(source_language) if source_language else None
 
     def encode(self, sentence: str) -> list[int]:
         """Source ids with </s> appended, truncated to the model's maximum source length."""
@@ -41,8 +53,21 @@ class SentenceTranslator:
         translations = []
         for source, nbest in zip(sources, results):
             source_pieces = [self.tokenizer.id_to_piece(i) for i in source]  # once per source, not per hypothesis
-            translations.append([self._translation(source_pieces, hyp) for hyp in nbest])
+            sentence = [self._translation(source_pieces, hyp) for hyp in nbest]
+            if self._detector is not None:
+                self._assess(source, sentence)
+            translations.append(sentence)
         return translations
+
+    def _assess(self, source: list[int], translations: list[Translation]) -> None:
+        """Fill in the signals (and confidence) of one source's n-best translations."""
+        ids = source[:-1] if source and source[-1] == self.model.eos_id else source
+        text = self.tokenizer.decode(ids)
+        language = source_language_log_prob(text, self.source_language, self._detector)
+        for translation in translations:
+            translation.signals = signals(text, ids, translation.token_log_probs, self.tokenizer.unk_id(), language)
+            if self.confidence is not None:
+                translation.confidence = float(self.confidence.probability(translation.signals[None])[0])
 
     def translate(self, sentences: list[str], options: SearchOptions, batch_size: int = 64) -> list[list[Translation]]:
         """Any number of sentences; sorted by length into batches to cut padding, results in input order."""
@@ -63,4 +88,5 @@ class SentenceTranslator:
             target_tokens=[self.tokenizer.id_to_piece(i) for i in hypothesis.tokens]
             + (["</s>"] if hypothesis.complete else []),
             attention=hypothesis.attention,
+            token_log_probs=hypothesis.token_log_probs,
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from service.confidence import ConfidenceModel
 from service.config import Settings
 from service.decoding import SearchOptions
 from service.model_card import CARD_NAME, ModelCardError, read_card, verify_files
@@ -136,6 +137,11 @@ def _check_card(path: Path, card: dict, settings: Settings) -> None:
     for key in ("id", "source_language", "target_language", "files", "vocabulary"):
         if key not in card:
             raise ModelCardError(f"{path / CARD_NAME} has no {key!r}")
+    if "confidence" in card:
+        try:
+            ConfidenceModel.from_card(card["confidence"])
+        except ValueError as error:
+            raise ModelCardError(f"{path / CARD_NAME}: {error}") from None
     if settings.quantized == "true" and "decoder_int8" not in card["files"]:
         raise ModelCardError(f"{path} ships no int8 decoder but MT_QUANTIZED=true")
 
@@ -156,8 +162,13 @@ def load_models(verified: list[VerifiedModel], settings: Settings, broken: dict[
             log.error("skipping model %s: onnxruntime cannot load it: %s", item.path.name, error)
             registry.broken[item.path.name] = str(error)
             continue
+        confidence = ConfidenceModel.from_card(card["confidence"]) if "confidence" in card else None
+        translator = SentenceTranslator(model, model.tokenizer, source_language=card["source_language"],
+                                        confidence=confidence)
         loaded = LoadedModel(card["id"], card["source_language"], card["target_language"], card, model,
-                             SentenceTranslator(model, model.tokenizer), providers)
+                             translator, providers)
+        if settings.min_confidence is not None and confidence is None:
+            log.warning("model %s has no confidence calibration: MT_MIN_CONFIDENCE does not apply to it", loaded.id)
         if settings.warmup if warmup is None else warmup:
             warm_up(loaded)
         registry.models[loaded.id] = loaded

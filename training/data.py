@@ -25,7 +25,7 @@ MULTI30K_COMMIT = "a3d2e0d26b56f3846f66a952536ffed4e401d05a"
 MULTI30K_URL = "https://github.com/multi30k/dataset/raw/{commit}/data/task1/raw/{upstream}.{lang}.gz"
 MIRROR_ENV = "MT_MULTI30K_MIRROR"
 SPLITS = ("train", "val", "test2016")
-LANGUAGES = ("en", "de", "fr")
+LANGUAGES = ("en", "de", "fr", "cs")  # Czech: foreign-language inputs for confidence calibration
 UPSTREAM_SPLIT_NAMES = {"train": "train", "val": "val", "test2016": "test_2016_flickr"}
 
 # SHA-256 of the decompressed upstream text (gzip containers differ between mirrors).
@@ -39,6 +39,9 @@ TEXT_SHA256 = {
     "test2016.en": "399a4382932c1aadd3ceb9bef1008d388a64c76d4ae4e9d4728c6f4301cac182",
     "test2016.de": "4be6b5b3236b79c25475c6bb829800a7ce559e9ba7a1f6c2394fe4d40be46d16",
     "test2016.fr": "cb3160d69b002bb638e66cc7612fcd56cb0af82eadc9c142dedc438afb885ef6",
+    "train.cs": "2be68b38c8d586ff4f54eb13cc6e1baaaa053695b3f070d3038303a47f2268da",
+    "val.cs": "d53827e469b0a1ca8d57e9e26b2b64c4bc4b33f5479c7b03ae87ae5c882c3e33",
+    "test2016.cs": "45adb85f688de8407fddcbe1b36dca15d12aab868149b337e2576f2d6d2ff8d8",
 }
 
 LICENCE_NOTE = (

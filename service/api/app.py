@@ -28,6 +28,7 @@ from service.auth import ApiKeys
 from service.config import Settings
 from service.engine import TranslationEngine
 from service.errors import (
+    ConfidenceUnavailable,
     EngineError,
     Forbidden,
     InvalidJob,
@@ -44,7 +45,7 @@ from service.registry import ModelLoadError, VerifiedModel
 
 log = logging.getLogger(__name__)
 
-STATUS = {InvalidJob: 400, Unauthorized: 401, Forbidden: 403, NotReady: 503, ShuttingDown: 503, Overloaded: 429,
+STATUS = {InvalidJob: 400, ConfidenceUnavailable: 400, Unauthorized: 401, Forbidden: 403, NotReady: 503, ShuttingDown: 503, Overloaded: 429,
           RateLimited: 429, JobTimeout: 504}
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for "the client went away"; only ever seen in logs and metrics
 

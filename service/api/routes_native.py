@@ -20,7 +20,7 @@ from service.api.schemas import (
     TranslationItem,
 )
 from service.engine import SentenceTranslation, TextTranslation, TranslationEngine, TranslationJob
-from service.errors import NotReady
+from service.errors import ConfidenceUnavailable, NotReady
 
 router = APIRouter(prefix="/v1", tags=["native"])
 
@@ -36,7 +36,13 @@ async def translate(body: TranslateRequest, request: Request, response: Response
     job = TranslationJob(body.texts, body.source, body.target, body.format, body.beam_size, body.n_best,
                          body.return_attention or body.return_alignment, body.timeout)
     result = await run_job(request, response, engine, job)
-    items = [_item(t, body) for t in result.translations]
+    threshold = body.min_confidence if body.min_confidence is not None else engine.settings.min_confidence
+    if body.return_confidence or body.min_confidence is not None:
+        uncalibrated = sorted({t.model_id for t in result.translations if t.model_id and t.confidence is None})
+        if uncalibrated:
+            raise ConfidenceUnavailable(f"model {', '.join(uncalibrated)} has no confidence calibration (its card "
+                                        "lacks 'confidence': run python -m training.calibrate on it)")
+    items = [_item(t, body, threshold) for t in result.translations]
     used = {t.model_id for t in result.translations if t.model_id}
     return TranslateResponse(
         model=used.pop() if len(used) == 1 else None,
@@ -44,14 +50,26 @@ async def translate(body: TranslateRequest, request: Request, response: Response
         timing=Timing(queue_ms=round(result.queue_ms, 2), inference_ms=round(result.inference_ms, 2)))
 
 
-def _item(t: TextTranslation, body: TranslateRequest) -> TranslationItem:
+def _item(t: TextTranslation, body: TranslateRequest, min_confidence: float | None) -> TranslationItem:
     item = TranslationItem(text=t.text, model=t.model_id, source_language=t.source_language)
     if t.detected is not None:
         item.detected_language = DetectedLanguageNative(language=t.detected.language,
                                                         confidence=round(t.detected.confidence, 4))
+    abstain = min_confidence is not None and t.confidence is not None and t.confidence < min_confidence
+    if min_confidence is not None and t.confidence is not None:
+        item.abstained = abstain
+    if body.return_confidence or abstain:
+        item.confidence = _rounded(t.confidence)
+    if body.return_scores or body.return_confidence:
+        item.sentences = [SentenceScore(source=s.source, text=None if abstain else s.text,
+                                        score=s.score if body.return_scores else None,
+                                        confidence=_rounded(s.confidence) if body.return_confidence else None)
+                          for s in t.sentences]
+    if abstain:
+        item.text = None
+        return item  # nothing of the withheld translation: no score, alternatives, attention or alignment
     if body.return_scores:
         item.score = t.score
-        item.sentences = [SentenceScore(source=s.source, text=s.text, score=s.score) for s in t.sentences]
     if body.n_best > 1:
         item.alternatives = [Alternative(text=text, score=score if body.return_scores else None)
                              for text, score in t.alternatives]
@@ -63,6 +81,10 @@ def _item(t: TextTranslation, body: TranslateRequest) -> TranslationItem:
     if body.return_alignment:
         item.alignment = [_alignment(s) for s in t.sentences if s.weights is not None]
     return item
+
+
+def _rounded(confidence: float | None) -> float | None:
+    return None if confidence is None else round(confidence, 4)
 
 
 def _alignment(sentence: SentenceTranslation) -> SentenceAlignment:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 class ErrorResponse(BaseModel):
@@ -116,6 +116,12 @@ class TranslateRequest(BaseModel):
     return_attention: bool = Field(False, description="Add the attention matrix of each sentence.")
     return_alignment: bool = Field(False, description="Add the word alignment of each sentence, derived from the "
                                                       "attention (Pharaoh format, with the word lists it indexes).")
+    return_confidence: bool = Field(False, description="Add `confidence` to each text and to each of its `sentences`: "
+                                                       "the calibrated probability that the translation is good "
+                                                       "(sentence chrF >= 50), low for input the model does not know.")
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0, description=(
+        "Abstain below this confidence: such a text comes back with `text: null`, `abstained: true` and its "
+        "confidence instead of a translation. Default: the service's MT_MIN_CONFIDENCE (off unless set)."))
     timeout: float | None = Field(None, description="Seconds this request may take (default: the service's).")
 
 
@@ -124,10 +130,21 @@ class Alternative(BaseModel):
     score: float | None = None
 
 
-class SentenceScore(BaseModel):
+class _KeepsNullText(BaseModel):
+    """``text`` stays in the JSON when it is null (an abstention), although responses omit other null fields."""
+
+    @model_serializer(mode="wrap")
+    def _keep_null_text(self, handler: SerializerFunctionWrapHandler):  # no return type: keeps the JSON schema
+        data = handler(self)
+        data.setdefault("text", None)
+        return data
+
+
+class SentenceScore(_KeepsNullText):
     source: str
-    text: str
-    score: float
+    text: str | None = Field(description="None when the text abstained.")
+    score: float | None = None
+    confidence: float | None = None
 
 
 class SentenceAttention(BaseModel):
@@ -166,13 +183,18 @@ class DetectedLanguageNative(BaseModel):
     confidence: float = Field(description="Probability among the served source languages, 0-1.")
 
 
-class TranslationItem(BaseModel):
-    text: str
+class TranslationItem(_KeepsNullText):
+    text: str | None = Field(description="The translation; None when the service abstained (see `abstained`).")
     model: str | None = Field(description="Model that translated it (None when nothing needed translating "
                                           "and no model was resolved).")
     source_language: str
     detected_language: DetectedLanguageNative | None = None
     score: float | None = Field(None, description="Mean of the sentences' length-normalized log-probabilities.")
+    confidence: float | None = Field(None, description="Calibrated probability that the translation is good: the "
+                                                       "lowest of its sentences' (a text is as good as its worst "
+                                                       "sentence). Absent when nothing was translated.")
+    abstained: bool | None = Field(None, description="True when the confidence was below min_confidence and the "
+                                                     "translation was withheld.")
     alternatives: list[Alternative] | None = None
     sentences: list[SentenceScore] | None = None
     attention: list[SentenceAttention] | None = Field(None, description="One alignment per translated sentence, "
