@@ -16,7 +16,8 @@ from typing import Literal
 
 import numpy as np
 
-from service import htmltext, languages
+from service import glossary, htmltext, languages
+from service.alignment import align, group_words, word_attention
 from service.batcher import BatcherStopped, BatchKey, BatchLimits, DeadlineExceeded, DynamicBatcher, QueueFull
 from service.cache import TranslationCache, cache_key
 from service.config import Settings
@@ -25,7 +26,7 @@ from service.language_id import Detection, LanguageDetector, known_languages
 from service.metrics import Metrics
 from service.pipeline import Translation
 from service.registry import LoadedModel, ModelRegistry, VerifiedModel, load_models, verify_models
-from service.segmenter import Piece, join, segment
+from service.segmenter import Piece, join, keep_together, segment
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ class TranslationJob:
     n_best: int = 1
     return_attention: bool = False
     timeout_s: float | None = None
+    terms: tuple[glossary.Term, ...] = ()  # glossary entries and do-not-translate spans (service.glossary)
+
+    @property
+    def decode_attention(self) -> bool:
+        """Decode with attention: asked for, or needed to put the terms in place."""
+        return self.return_attention or bool(self.terms)
 
 
 @dataclass
@@ -57,6 +64,12 @@ class SentenceTranslation:
     target_tokens: list[str]
     weights: np.ndarray | None = None
     confidence: float | None = None  # None when the model has no confidence calibration
+    model_text: str | None = None  # the model's own output, when glossary terms changed it into ``text``
+
+    @property
+    def decoded_text(self) -> str:
+        """What the model produced: the text ``target_tokens`` and ``weights`` describe."""
+        return self.text if self.model_text is None else self.model_text
 
 
 @dataclass
@@ -215,7 +228,7 @@ class TranslationEngine:
         missing: dict[str, dict[str, list[int]]] = {model_id: {} for model_id in wanted}
         for model_id, distinct in wanted.items():
             model = self.registry.models[model_id]
-            options = model.search_options(self._beam_size(job, model), job.n_best, job.return_attention)
+            options = model.search_options(self._beam_size(job, model), job.n_best, job.decode_attention)
             for sentence, ids in distinct.items():
                 nbest = self.cache.get(cache_key(model, ids, options))
                 if nbest is None:
@@ -234,11 +247,11 @@ class TranslationEngine:
         assert self.registry is not None
         for model_id, distinct in decoded_ids.items():
             model = self.registry.models[model_id]
-            options = model.search_options(self._beam_size(job, model), job.n_best, job.return_attention)
+            options = model.search_options(self._beam_size(job, model), job.n_best, job.decode_attention)
             for ids, nbest in zip(distinct.values(), decoded[model_id]):
-                if not _usable(nbest, job.return_attention):
+                if not _usable(nbest, job.decode_attention):
                     continue
-                nbest = [t if rank == 0 and job.return_attention else replace(t, attention=None)
+                nbest = [t if rank == 0 and job.decode_attention else replace(t, attention=None)
                          for rank, t in enumerate(nbest)]
                 self.cache.put(cache_key(model, ids, options), nbest)
 
@@ -253,7 +266,7 @@ class TranslationEngine:
                 beam = self._beam_size(job, model)
                 key = BatchKey(model_id, beam, job.n_best, model.search_options(beam, 1, False).length_penalty)
                 submitted.append((model_id, self.batcher.submit(key, list(distinct.values()), deadline,
-                                                                job.return_attention)))
+                                                                job.decode_attention)))
         except QueueFull as error:
             self._cancel(submitted)
             raise Overloaded("too many queued sentences; retry later", error.retry_after_s) from error
@@ -393,9 +406,16 @@ class TranslationEngine:
                 detected = self.detect(" ".join(units), candidates)[0]
                 language = detected.language
             model = self.registry.for_pair(language, target) if language != target else None
-            pieces = [segment(unit, language, self.settings.max_sentence_chars) for unit in units] if model else []
+            pieces = [self._segment(unit, language, job.terms) for unit in units] if model else []
             plans.append(_TextPlan(text, language, detected, model, document, pieces))
         return plans
+
+    def _segment(self, unit: str, language: str, terms: tuple[glossary.Term, ...]) -> list[Piece]:
+        """Sentence pieces of one text unit; no term occurrence is split between two sentences."""
+        pieces = segment(unit, language, self.settings.max_sentence_chars)
+        if terms:
+            pieces = keep_together(pieces, [(o.start, o.end) for o in glossary.find(unit, terms, language)])
+        return pieces
 
     def _assemble(self, plan: _TextPlan, index: dict[str, int], nbests: list[list[Translation]],
                   job: TranslationJob) -> TextTranslation:
@@ -413,19 +433,22 @@ class TranslationEngine:
                     if not piece.translate:
                         continue
                     nbest = nbests[index[piece.text]]
-                    if not _usable(nbest, job.return_attention):
+                    if not _usable(nbest, job.decode_attention):
                         log.error("unusable model output", extra={"model": plan.model.id, "hypotheses": len(nbest)})
                         raise BadModelOutput(f"model {plan.model.id} produced no usable translation for "
                                              f"{piece.text[:60]!r} ({'no hypothesis' if not nbest else 'NaN'}); "
                                              "the model may be broken")
                     choice = nbest[min(rank, len(nbest) - 1)]
-                    text = choice.text.strip()  # the whitespace around a sentence is the separators' job
+                    text = model_text = choice.text.strip()  # the whitespace around a sentence is the separators' job
+                    if rank == 0 and job.terms:
+                        text = _with_terms(piece.text, choice, job.terms, plan.source_language, plan.model.target)
                     replacements.append(text)
                     scores.append(choice.score)
                     if rank == 0:
                         sentences.append(SentenceTranslation(
                             piece.text, text, choice.score, choice.source_tokens, choice.target_tokens,
-                            choice.attention if job.return_attention else None, choice.confidence))
+                            choice.attention if job.return_attention else None, choice.confidence,
+                            model_text if text != model_text else None))
                 units.append(join(pieces, replacements))
             text = plan.document.render(units) if plan.document is not None else units[0]
             variants.append((text, float(np.mean(scores)) if scores else None))
@@ -438,6 +461,20 @@ class TranslationEngine:
         confidence = min(confidences) if confidences and None not in confidences else None
         return TextTranslation(variants[0][0], variants[0][1], alternatives, sentences, plan.source_language,
                                plan.model.id if plan.model else None, plan.detected, confidence)
+
+
+def _with_terms(sentence: str, choice: Translation, terms: tuple[glossary.Term, ...], source_language: str,
+                target_language: str) -> str:
+    """The best translation of ``sentence`` with its glossary and do-not-translate terms put in place through the
+    word alignment (``service.glossary``); unchanged when no term occurs in the sentence."""
+    occurrences = glossary.find(sentence, terms, source_language)
+    if not occurrences or choice.attention is None:
+        return choice.text.strip()
+    alignment = align(choice.source_tokens, choice.target_tokens, choice.attention)
+    (_, source_owner), (_, target_owner) = group_words(choice.source_tokens), group_words(choice.target_tokens)
+    scores = word_attention(choice.attention, source_owner, target_owner, len(alignment.source_words),
+                            len(alignment.target_words))  # [target words, source words]
+    return glossary.apply(sentence, occurrences, alignment, target_language, scores)
 
 
 def _usable(nbest: list[Translation], with_attention: bool) -> bool:

@@ -58,6 +58,28 @@ def join(pieces: list[Piece], translations: list[str]) -> str:
     return "".join(out)
 
 
+def keep_together(pieces: list[Piece], spans: list[tuple[int, int]]) -> list[Piece]:
+    """Merge the pieces that a character span of their text (a do-not-translate or glossary term) runs across,
+    so no term is split between two sentences; a merge that would put a line break inside a sentence is skipped."""
+    if not spans or len(pieces) < 2:
+        return pieces
+    ends = []
+    position = 0
+    for piece in pieces:
+        position += len(piece.text)
+        ends.append(position)
+    merged: list[Piece] = []
+    start = 0
+    for piece, end in zip(pieces, ends):
+        if merged and any(s < start < e for s, e in spans) and "\n" not in merged[-1].text + piece.text:
+            text = merged[-1].text + piece.text
+            merged[-1] = Piece(text, any(character.isalpha() for character in text))
+        else:
+            merged.append(piece)
+        start = end
+    return merged
+
+
 def sentences(pieces: list[Piece]) -> list[str]:
     return [piece.text for piece in pieces if piece.translate]
 

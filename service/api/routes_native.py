@@ -1,4 +1,4 @@
-"""The native API: n-best, scores, attention, word alignments, timings, model cards."""
+"""The native API: n-best, scores, attention, word alignments, glossaries, timings, model cards."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from service.api.schemas import (
     TranslationItem,
 )
 from service.engine import SentenceTranslation, TextTranslation, TranslationEngine, TranslationJob
-from service.errors import ConfidenceUnavailable, NotReady
+from service.errors import ConfidenceUnavailable, InvalidJob, NotReady
+from service.glossary import GlossaryError, terms_of
 
 router = APIRouter(prefix="/v1", tags=["native"])
 
@@ -33,8 +34,12 @@ WEIGHT_DECIMALS = 4
              summary="Translate texts with n-best lists, scores and attention")
 async def translate(body: TranslateRequest, request: Request, response: Response,
                     engine: TranslationEngine = Depends(get_engine)) -> TranslateResponse:
+    try:
+        terms = terms_of(body.glossary, body.do_not_translate)
+    except GlossaryError as error:
+        raise InvalidJob(str(error)) from error
     job = TranslationJob(body.texts, body.source, body.target, body.format, body.beam_size, body.n_best,
-                         body.return_attention or body.return_alignment, body.timeout)
+                         body.return_attention or body.return_alignment, body.timeout, terms)
     result = await run_job(request, response, engine, job)
     threshold = body.min_confidence if body.min_confidence is not None else engine.settings.min_confidence
     if body.return_confidence or body.min_confidence is not None:
@@ -74,7 +79,7 @@ def _item(t: TextTranslation, body: TranslateRequest, min_confidence: float | No
         item.alternatives = [Alternative(text=text, score=score if body.return_scores else None)
                              for text, score in t.alternatives]
     if body.return_attention:
-        item.attention = [SentenceAttention(source=s.source, text=s.text, source_tokens=s.source_tokens,
+        item.attention = [SentenceAttention(source=s.source, text=s.decoded_text, source_tokens=s.source_tokens,
                                             target_tokens=s.target_tokens,
                                             weights=s.weights.astype(float).round(WEIGHT_DECIMALS).tolist())
                           for s in t.sentences if s.weights is not None]
@@ -89,7 +94,7 @@ def _rounded(confidence: float | None) -> float | None:
 
 def _alignment(sentence: SentenceTranslation) -> SentenceAlignment:
     words = align(sentence.source_tokens, sentence.target_tokens, sentence.weights)
-    return SentenceAlignment(source=sentence.source, text=sentence.text, source_words=words.source_words,
+    return SentenceAlignment(source=sentence.source, text=sentence.decoded_text, source_words=words.source_words,
                              target_words=words.target_words, alignment=words.pharaoh)
 
 

@@ -122,6 +122,16 @@ class TranslateRequest(BaseModel):
     min_confidence: float | None = Field(None, ge=0.0, le=1.0, description=(
         "Abstain below this confidence: such a text comes back with `text: null`, `abstained: true` and its "
         "confidence instead of a translation. Default: the service's MT_MIN_CONFIDENCE (off unless set)."))
+    glossary: dict[str, str] | None = Field(None, description=(
+        "Source term -> the target term that must translate it. Matched case-insensitively on word boundaries, "
+        "multi-word terms included, with common inflection endings on the last word (German -e/-n/-en/-er/-es/-s, "
+        "English -s/-es); overlapping entries: the longest wins. The target term replaces the words the model "
+        "aligned to the source term. At most 100 entries (with do_not_translate), 100 characters per term."),
+        examples=[{"Hund": "hound", "Mountainbike": "mountain bike"}])
+    do_not_translate: list[str] | None = Field(None, description=(
+        "Source spans to copy into the translation verbatim (names, product codes, placeholders such as "
+        "`{user}` or `%s`): matched case-insensitively on word boundaries and never split between sentences."),
+        examples=[["{user}", "XR-200"]])
     timeout: float | None = Field(None, description="Seconds this request may take (default: the service's).")
 
 

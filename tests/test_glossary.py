@@ -1,0 +1,197 @@
+"""Glossaries and do-not-translate terms: matching rules, replacement on hand-made alignments, limits, sentence
+splitting, and ``glossary`` / ``do_not_translate`` over real HTTP with the tiny model."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import numpy as np
+import pytest
+from service_helpers import running_service
+
+from service.alignment import WordAlignment
+from service.glossary import MAX_TERM_CHARS, MAX_TERMS, GlossaryError, Term, apply, find, terms_of
+from service.segmenter import keep_together, segment
+
+# ---- matching -------------------------------------------------------------------------------------------------------
+
+
+def found(sentence: str, terms: tuple[Term, ...], language: str | None = "de") -> list[str]:
+    return [sentence[o.start : o.end] for o in find(sentence, terms, language)]
+
+
+def test_matching_ignores_case_and_needs_word_boundaries():
+    terms = (Term("hund", "hound"),)
+    assert found("Der HUND und der Hund.", terms) == ["HUND", "Hund"]
+    assert found("Eine Hundehütte und ein Seehund.", terms) == []
+
+
+def test_multi_word_terms_match_across_any_whitespace():
+    assert found("Er fährt ein  rotes\tAuto.", (Term("rotes Auto", "red car"),)) == ["rotes\tAuto"]
+    assert found("Er fährt ein rotes Fahrzeug.", (Term("rotes Auto", "red car"),)) == []
+
+
+@pytest.mark.parametrize("language, sentence, expected", [
+    ("de", "Zwei Hunde und drei Hunden.", ["Hunde", "Hunden"]),
+    ("en", "Two dogs and one dog.", ["dogs", "dog"]),
+    ("en", "A doggy.", []),  # only the listed suffixes
+    ("fr", "Deux Hunde.", []),  # no suffixes for a language without a list
+])
+def test_glossary_terms_match_inflected_forms_of_their_last_word(language, sentence, expected):
+    term = Term("dog" if language == "en" else "Hund", "hound")
+    assert found(sentence, (term,), language) == expected
+
+
+def test_do_not_translate_spans_and_short_words_match_exactly():
+    assert found("Hallo {user} und {users}.", (Term("{user}", None),)) == ["{user}"]
+    assert found("Ein Ei, zwei Eier.", (Term("Ei", "egg"),)) == ["Ei"]  # under MIN_STEM letters: no suffix
+    assert found("Preis: %s Euro, %sx.", (Term("%s", None),)) == ["%s"]
+
+
+def test_overlapping_entries_are_resolved_longest_first():
+    terms = (Term("New York", "NY"), Term("York City", "YC"), Term("New York City", "NYC"), Term("City", "C"))
+    assert found("In New York City und York.", terms, "en") == ["New York City"]
+    assert found("New York und York City.", terms, "en") == ["New York", "York City"]
+
+
+def test_terms_are_validated_with_clear_messages():
+    assert terms_of({"Hund": " hound "}, ["{user}"]) == (Term("Hund", "hound"), Term("{user}", None))
+    assert terms_of(None, None) == ()
+    with pytest.raises(GlossaryError, match=f"at most {MAX_TERMS}"):
+        terms_of({f"w{i}": "x" for i in range(MAX_TERMS)}, ["{user}"])
+    with pytest.raises(GlossaryError, match="empty"):
+        terms_of({"Hund": " "}, None)
+    with pytest.raises(GlossaryError, match="do_not_translate entry 1 is empty"):
+        terms_of(None, ["ok", ""])
+    with pytest.raises(GlossaryError, match=f"at most {MAX_TERM_CHARS}"):
+        terms_of({"x" * (MAX_TERM_CHARS + 1): "y"}, None)
+
+
+# ---- replacement ------------------------------------------------------------------------------------------------------
+
+SOURCE = "Ein Mann fährt Fahrrad."
+# A(0) man(1) rides(2) a(3) bike.(4); "A" looks at the noun it introduces, as the models' attention does.
+ALIGNMENT = WordAlignment(SOURCE.split(), ["A", "man", "rides", "a", "bike."], [(1, 0), (1, 1), (2, 2), (3, 3),
+                                                                                 (3, 4)])
+
+
+def replaced(terms: tuple[Term, ...], alignment: WordAlignment = ALIGNMENT, scores=None, sentence: str = SOURCE) -> str:
+    return apply(sentence, find(sentence, terms, "de"), alignment, "en", scores)
+
+
+def test_the_aligned_words_are_replaced_keeping_articles_and_punctuation():
+    assert replaced((Term("Fahrrad", "bicycle"),)) == "A man rides a bicycle."
+    assert replaced((Term("Mann", "guy"), Term("Fahrrad", "automobile"))) == "A guy rides an automobile."
+    assert replaced((Term("Mann fährt", "person cycles"),)) == "A person cycles a bike."
+
+
+def test_a_replaced_first_word_keeps_the_capital_letter_but_a_verbatim_span_does_not():
+    alignment = WordAlignment(["Leute", "reparieren."], ["People", "repair."], [(0, 0), (1, 1)])
+    assert replaced((Term("Leute", "folks"),), alignment, sentence="Leute reparieren.") == "Folks repair."
+    assert replaced((Term("Leute", None),), alignment, sentence="Leute reparieren.") == "Leute repair."
+
+
+def test_an_unaligned_term_is_inserted_after_the_preceding_words_translation():
+    alignment = WordAlignment(SOURCE.split(), ["A", "man", "rides."], [(1, 0), (1, 1), (2, 2)])
+    assert replaced((Term("Fahrrad", "bicycle"),), alignment) == "A man rides bicycle."
+    start = WordAlignment(["{user}", "kommt."], ["Comes."], [(1, 0)])
+    assert replaced((Term("{user}", None),), start, sentence="{user} kommt.") == "{user} Comes."
+
+
+def test_an_unaligned_term_replaces_the_word_attending_to_it_most_when_that_is_strong():
+    alignment = WordAlignment(SOURCE.split(), ["A", "man", "rides", "wheels."], [(1, 0), (1, 1), (2, 2), (2, 3)])
+    scores = np.zeros((4, 4))
+    scores[3, 3] = 0.4  # "wheels." is linked to "fährt" but attends to "Fahrrad" too
+    scores[3, 2] = 0.6
+    assert replaced((Term("Fahrrad", "bicycle"),), alignment, scores) == "A man rides bicycle."
+    scores[3, 3], scores[3, 2] = 0.1, 0.9
+    assert replaced((Term("Fahrrad", "bicycle"),), alignment, scores) == "A man rides wheels bicycle."
+
+
+def test_a_term_the_model_already_used_is_left_alone():
+    alignment = WordAlignment(SOURCE.split(), ["A", "bike", "man", "rides."], [(1, 0), (1, 2), (2, 3), (3, 1)])
+    assert replaced((Term("Mann", "man"),), alignment) == "A bike man rides."
+    assert replaced((Term("Fahrrad", "bike"),), alignment) == "A bike man rides."
+
+
+def test_sentence_splitting_never_cuts_through_a_term():
+    text = "Er arbeitet bei ACME Inc. Berlin seit Jahren. Dann geht er."
+    start = text.index("ACME")
+    pieces = segment(text, "de")
+    assert "ACME Inc. Berlin" not in [p.text for p in pieces if p.translate]  # the splitter alone would cut it
+    kept = keep_together(pieces, [(start, start + len("ACME Inc. Berlin"))])
+    assert [p.text for p in kept if p.translate] == ["Er arbeitet bei ACME Inc. Berlin seit Jahren.", "Dann geht er."]
+    assert "".join(p.text for p in kept) == text
+
+
+# ---- over HTTP, with the tiny model ------------------------------------------------------------------------------------
+
+SENTENCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau sitzt auf einer Bank."]
+GLOSSARY = {"Mann": "zebra", "Hund": "hound", "Frau": "astronaut"}  # words the tiny model never says
+
+
+@pytest.fixture(scope="module")
+def url(served_models_dir):
+    with running_service(served_models_dir) as base:
+        yield base
+
+
+def translate(url: str, **body) -> httpx.Response:
+    return httpx.post(f"{url}/v1/translate", json={"source": "de", "target": "en", **body}, timeout=60)
+
+
+def texts(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [t["text"] for t in response.json()["translations"]]
+
+
+def test_the_glossary_term_appears_in_the_translation(url):
+    plain = texts(translate(url, texts=SENTENCES))
+    forced = texts(translate(url, texts=SENTENCES, glossary=GLOSSARY))
+    for source, before, after in zip(SENTENCES, plain, forced):
+        term = next(t for s, t in GLOSSARY.items() if s in source)
+        assert term not in before.lower()
+        assert re.search(rf"\b{term}\b", after, re.IGNORECASE), (source, after)
+
+
+def test_do_not_translate_spans_survive_verbatim(url):
+    spans = ["{user}", "%s", "XR-200", "ACME Inc. Berlin"]
+    sources = ["Hallo {user}, ein Mann fährt Fahrrad.", "Eine Frau %s sitzt auf einer Bank.",
+               "Zwei Hunde spielen mit dem XR-200 im Schnee.", "Ein Mann arbeitet bei ACME Inc. Berlin im Park."]
+    response = translate(url, texts=sources, do_not_translate=spans, return_scores=True)
+    for source, text in zip(sources, texts(response)):
+        span = next(s for s in spans if s in source)
+        assert span in text, (source, text)
+    assert len(response.json()["translations"][3]["sentences"]) == 1  # not split at "Inc."
+
+
+def test_without_a_matching_term_the_output_is_unchanged(url):
+    body = {"texts": SENTENCES, "beam_size": 2, "n_best": 2, "return_scores": True}
+    plain = translate(url, **body).json()["translations"]
+    unmatched = translate(url, **body, glossary={"Zeppelin": "airship"}, do_not_translate=["{nobody}"])
+    assert unmatched.json()["translations"] == plain
+
+
+def test_attention_and_alignment_describe_the_model_output_before_replacement(url):
+    plain = translate(url, texts=SENTENCES[:1], return_alignment=True).json()["translations"][0]
+    forced = translate(url, texts=SENTENCES[:1], glossary=GLOSSARY, return_alignment=True,
+                       return_attention=True).json()["translations"][0]
+    assert "zebra" in forced["text"].lower() and "zebra" not in plain["text"].lower()
+    assert forced["alignment"] == plain["alignment"]
+    assert forced["attention"][0]["text"] == plain["text"]
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"glossary": {f"w{i}": "x" for i in range(MAX_TERMS + 1)}}, "at most 100"),
+    ({"glossary": {"Hund": "x"}, "do_not_translate": [f"s{i}" for i in range(MAX_TERMS)]}, "at most 100"),
+    ({"glossary": {"Hund": ""}}, "is empty"),
+    ({"do_not_translate": ["   "]}, "is empty"),
+    ({"glossary": {"Hund": "x" * (MAX_TERM_CHARS + 1)}}, f"at most {MAX_TERM_CHARS}"),
+    ({"glossary": {"Hund": 5}}, ""),
+    ({"do_not_translate": "{user}"}, ""),
+])
+def test_bad_glossaries_are_a_clear_400(url, fields, message):
+    response = translate(url, texts=SENTENCES[:1], **fields)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
