@@ -210,7 +210,8 @@ class TranslationEngine:
             for pieces in plan.units:
                 for piece in pieces:
                     if piece.translate and piece.text not in distinct:
-                        distinct[piece.text] = plan.model.translator.encode(piece.text)
+                        distinct[piece.text] = plan.model.translator.encode(_model_input(piece.text, job.terms,
+                                                                                         plan.source_language))
         total = sum(len(sentences) for sentences in wanted.values())
         if total > self.settings.max_queue_sentences:
             raise InvalidJob(f"the texts hold {total} sentences; at most {self.settings.max_queue_sentences} "
@@ -463,6 +464,11 @@ class TranslationEngine:
                                plan.model.id if plan.model else None, plan.detected, confidence)
 
 
+def _model_input(sentence: str, terms: tuple[glossary.Term, ...], language: str) -> str:
+    """The sentence as the model reads it: do-not-translate spans masked (``glossary.mask``)."""
+    return glossary.mask(sentence, glossary.find(sentence, terms, language))[0] if terms else sentence
+
+
 def _with_terms(sentence: str, choice: Translation, terms: tuple[glossary.Term, ...], source_language: str,
                 target_language: str) -> str:
     """The best translation of ``sentence`` with its glossary and do-not-translate terms put in place through the
@@ -470,6 +476,7 @@ def _with_terms(sentence: str, choice: Translation, terms: tuple[glossary.Term, 
     occurrences = glossary.find(sentence, terms, source_language)
     if not occurrences or choice.attention is None:
         return choice.text.strip()
+    sentence, occurrences = glossary.mask(sentence, occurrences)  # what the model read
     alignment = align(choice.source_tokens, choice.target_tokens, choice.attention)
     (_, source_owner), (_, target_owner) = group_words(choice.source_tokens), group_words(choice.target_tokens)
     scores = word_attention(choice.attention, source_owner, target_owner, len(alignment.source_words),

@@ -45,6 +45,7 @@ from service.alignment import WordAlignment
 
 MAX_TERMS = 100  # glossary entries and do-not-translate spans together, per request
 MAX_TERM_CHARS = 100  # characters per source or target term
+PLACEHOLDER = "X"  # what the model reads in place of a do-not-translate span (see ``mask``)
 MIN_FALLBACK_ATTENTION = 0.3  # attention a target word needs on an unlinked occurrence to be replaced by it
 MIN_STEM = 3  # letters a glossary entry's last word needs before an inflection suffix is allowed
 SUFFIXES: dict[str, tuple[str, ...]] = {
@@ -127,6 +128,25 @@ def find(sentence: str, terms: tuple[Term, ...], language: str | None) -> list[O
         if all(occurrence.end <= other.start or other.end <= occurrence.start for other in taken):
             taken.append(occurrence)
     return sorted(taken, key=lambda o: o.start)
+
+
+def mask(sentence: str, occurrences: list[Occurrence]) -> tuple[str, list[Occurrence]]:
+    """The sentence the model reads: each do-not-translate occurrence replaced by ``PLACEHOLDER``, and the
+    occurrences at their offsets in it. A span such as ``{user}`` or ``XR-200`` is mostly pieces the model
+    never saw together and disturbs the whole translation; one capital letter disturbs it least of the
+    placeholders tried (measured in docs/service.md). The span itself comes back through the alignment."""
+    out: list[str] = []
+    moved: list[Occurrence] = []
+    position = shift = 0
+    for o in occurrences:
+        out.append(sentence[position : o.start])
+        text = PLACEHOLDER if o.verbatim else sentence[o.start : o.end]
+        moved.append(Occurrence(o.start + shift, o.start + shift + len(text), o.target, o.verbatim))
+        out.append(text)
+        shift += len(text) - (o.end - o.start)
+        position = o.end
+    out.append(sentence[position:])
+    return "".join(out), moved
 
 
 def source_word_spans(sentence: str) -> list[tuple[int, int]]:

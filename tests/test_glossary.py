@@ -11,7 +11,18 @@ import pytest
 from service_helpers import running_service
 
 from service.alignment import WordAlignment
-from service.glossary import MAX_TERM_CHARS, MAX_TERMS, GlossaryError, Term, apply, find, terms_of
+from service.glossary import (
+    MAX_TERM_CHARS,
+    MAX_TERMS,
+    PLACEHOLDER,
+    GlossaryError,
+    Occurrence,
+    Term,
+    apply,
+    find,
+    mask,
+    terms_of,
+)
 from service.segmenter import keep_together, segment
 
 # ---- matching -------------------------------------------------------------------------------------------------------
@@ -115,6 +126,16 @@ def test_a_term_the_model_already_used_is_left_alone():
     assert replaced((Term("Fahrrad", "bike"),), alignment) == "A bike man rides."
 
 
+def test_the_model_reads_a_placeholder_for_each_do_not_translate_span():
+    sentence = "Hallo {user}, der Hund und XR-200."
+    occurrences = find(sentence, (Term("{user}", None), Term("Hund", "hound"), Term("XR-200", None)), "de")
+    masked, moved = mask(sentence, occurrences)
+    assert masked == f"Hallo {PLACEHOLDER}, der Hund und {PLACEHOLDER}."
+    assert [masked[o.start : o.end] for o in moved] == [PLACEHOLDER, "Hund", PLACEHOLDER]
+    assert [o.target for o in moved] == ["{user}", "hound", "XR-200"]
+    assert mask(sentence, [Occurrence(10, 14, "hound")]) == (sentence, [Occurrence(10, 14, "hound")])
+
+
 def test_sentence_splitting_never_cuts_through_a_term():
     text = "Er arbeitet bei ACME Inc. Berlin seit Jahren. Dann geht er."
     start = text.index("ACME")
@@ -164,6 +185,9 @@ def test_do_not_translate_spans_survive_verbatim(url):
         span = next(s for s in spans if s in source)
         assert span in text, (source, text)
     assert len(response.json()["translations"][3]["sentences"]) == 1  # not split at "Inc."
+    read = translate(url, texts=sources[:1], do_not_translate=spans, return_attention=True).json()
+    read_pieces = "".join(read["translations"][0]["attention"][0]["source_tokens"])
+    assert "user" not in read_pieces and "Hallo" in read_pieces  # the model read the placeholder, not {user}
 
 
 def test_without_a_matching_term_the_output_is_unchanged(url):
