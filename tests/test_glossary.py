@@ -79,7 +79,7 @@ def test_terms_are_validated_with_clear_messages():
         terms_of({"x" * (MAX_TERM_CHARS + 1): "y"}, None)
 
 
-# ---- replacement ------------------------------------------------------------------------------------------------------
+# ---- replacement -----------------------------------------------------------------------------------------------------
 
 SOURCE = "Ein Mann fährt Fahrrad."
 # A(0) man(1) rides(2) a(3) bike.(4); "A" looks at the noun it introduces, as the models' attention does.
@@ -146,7 +146,7 @@ def test_sentence_splitting_never_cuts_through_a_term():
     assert "".join(p.text for p in kept) == text
 
 
-# ---- over HTTP, with the tiny model ------------------------------------------------------------------------------------
+# ---- over HTTP, with the tiny model ----------------------------------------------------------------------------------
 
 SENTENCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau sitzt auf einer Bank."]
 GLOSSARY = {"Mann": "zebra", "Hund": "hound", "Frau": "astronaut"}  # words the tiny model never says
