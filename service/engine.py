@@ -232,7 +232,7 @@ class TranslationEngine:
             options = model.search_options(self._beam_size(job, model), job.n_best, job.decode_attention)
             for sentence, ids in distinct.items():
                 nbest = self.cache.get(cache_key(model, ids, options))
-                if nbest is None:
+                if nbest is None or (job.terms and any(t.attention is None for t in nbest)):  # terms: need all
                     missing[model_id][sentence] = ids
                 else:
                     found[model_id][sentence] = nbest
@@ -242,7 +242,8 @@ class TranslationEngine:
                   decoded: dict[str, list[list[Translation]]]) -> None:
         """Store the usable n-best lists just decoded. Attention is kept only for the best hypothesis and only when
         the job asked for it (a batch companion may have): nothing else is ever returned, and it is most of an
-        entry's memory."""
+        entry's memory. A job with glossary terms keeps every hypothesis's: each of them gets the terms put in
+        place through its own alignment."""
         if not self.cache.enabled:
             return
         assert self.registry is not None
@@ -252,7 +253,7 @@ class TranslationEngine:
             for ids, nbest in zip(distinct.values(), decoded[model_id]):
                 if not _usable(nbest, job.decode_attention):
                     continue
-                nbest = [t if rank == 0 and job.decode_attention else replace(t, attention=None)
+                nbest = [t if (rank == 0 or job.terms) and job.decode_attention else replace(t, attention=None)
                          for rank, t in enumerate(nbest)]
                 self.cache.put(cache_key(model, ids, options), nbest)
 
@@ -441,7 +442,7 @@ class TranslationEngine:
                                              "the model may be broken")
                     choice = nbest[min(rank, len(nbest) - 1)]
                     text = model_text = choice.text.strip()  # the whitespace around a sentence is the separators' job
-                    if rank == 0 and job.terms:
+                    if job.terms:
                         text = _with_terms(piece.text, choice, job.terms, plan.source_language, plan.model.target)
                     replacements.append(text)
                     scores.append(choice.score)

@@ -190,6 +190,27 @@ def test_do_not_translate_spans_survive_verbatim(url):
     assert "user" not in read_pieces and "Hallo" in read_pieces  # the model read the placeholder, not {user}
 
 
+def test_alternatives_carry_the_terms_too(url):
+    body = {"texts": ["Hallo {user}, ein Mann fährt Fahrrad."], "beam_size": 3, "n_best": 3,
+            "glossary": {"Mann": "zebra"}, "do_not_translate": ["{user}"]}
+    for _ in range(2):  # decoded, then (with a cache) from the cache
+        item = translate(url, **body).json()["translations"][0]
+        assert item["alternatives"]
+        for text in [item["text"]] + [a["text"] for a in item["alternatives"]]:
+            assert "{user}" in text and "zebra" in text.lower(), text
+
+
+def test_with_the_cache_a_glossary_never_gets_an_entry_without_attention_for_its_alternatives(served_models_dir):
+    body = {"texts": ["Ein Mann fährt Fahrrad."], "beam_size": 3, "n_best": 3}
+    with running_service(served_models_dir, cache_size=64) as base:
+        plain = translate(base, **body, return_attention=True).json()["translations"][0]  # cached: best's only
+        for _ in range(2):
+            item = translate(base, **body, glossary={"Mann": "zebra"}).json()["translations"][0]
+            assert item["alternatives"] and all("zebra" in a["text"].lower() for a in item["alternatives"]), item
+        again = translate(base, **body, return_attention=True).json()["translations"][0]
+    assert again == plain  # the cache's answer for the plain request is unchanged
+
+
 def test_without_a_matching_term_the_output_is_unchanged(url):
     body = {"texts": SENTENCES, "beam_size": 2, "n_best": 2, "return_scores": True}
     plain = translate(url, **body).json()["translations"]
