@@ -27,7 +27,10 @@ occurrence's source words) is at least ``MIN_FALLBACK_ATTENTION``. Otherwise (or
 taken by another occurrence), the target text is inserted
 after the last target word linked to the nearest preceding source word (before that word's trailing punctuation),
 or at the start of the sentence. This is done after the search and after the translation cache, so cached
-entries stay the model's own output.
+entries stay the model's own output, and to every n-best hypothesis, each through its own alignment.
+
+Masking (``mask``): the model reads ``PLACEHOLDER`` in place of each do-not-translate occurrence, and the span
+comes back through the alignment like a glossary term.
 
 Source words are the whitespace-separated tokens of the sentence; they are the words ``service.alignment``
 makes of the SentencePiece pieces (each piece starting with ``▁`` begins one), as long as the tokenizer did not
