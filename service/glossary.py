@@ -177,8 +177,9 @@ def apply(sentence: str, occurrences: list[Occurrence], alignment: WordAlignment
     unplaced = []
     for occurrence, source_words in zip(occurrences, sources):
         run = _longest_run(sorted(t for i in source_words for t in linked.get(i, [])))
-        if run is None and scores is not None and source_words:  # no row links it: the word most attending to it
-            mass = scores[:, source_words].sum(axis=1)  # [Tw]
+        seen = [i for i in source_words if scores is not None and i < scores.shape[1]]  # the model may truncate
+        if run is None and scores is not None and seen:  # no row links it: the target word most attending to it
+            mass = scores[:, seen].sum(axis=1)  # [Tw]
             best = int(mass.argmax()) if len(mass) else -1
             run = (best, best) if best >= 0 and mass[best] >= MIN_FALLBACK_ATTENTION else None
         while run is not None and run[0] < run[1] and _is_article(words[run[0]], articles, occurrence):

@@ -120,6 +120,12 @@ def test_an_unaligned_term_replaces_the_word_attending_to_it_most_when_that_is_s
     assert replaced((Term("Fahrrad", "bicycle"),), alignment, scores) == "A man rides wheels bicycle."
 
 
+def test_a_term_beyond_what_the_model_read_is_inserted_at_the_end():
+    alignment = WordAlignment(["Ein", "Mann"], ["A", "man"], [(1, 0), (1, 1)])  # the source was truncated
+    scores = np.array([[0.1, 0.9], [0.0, 1.0]])
+    assert replaced((Term("Fahrrad", "bicycle"),), alignment, scores) == "A man bicycle"
+
+
 def test_a_term_the_model_already_used_is_left_alone():
     alignment = WordAlignment(SOURCE.split(), ["A", "bike", "man", "rides."], [(1, 0), (1, 2), (2, 3), (3, 1)])
     assert replaced((Term("Mann", "man"),), alignment) == "A bike man rides."
@@ -240,3 +246,21 @@ def test_bad_glossaries_are_a_clear_400(url, fields, message):
     response = translate(url, texts=SENTENCES[:1], **fields)
     assert response.status_code == 400, response.text
     assert message in response.json()["error"]
+
+
+def test_every_occurrence_lands_in_the_output_whatever_the_alignment():
+    """Random sentences, terms and alignments (seeded): each term's target text is in the result."""
+    rng = np.random.default_rng(13)
+    vocabulary = ["Hund", "Mann", "{user}", "%s", "XR-200", "läuft.", "der", "ein,", "Park", "A", "the"]
+    for _ in range(300):
+        sentence = " ".join(rng.choice(vocabulary, size=rng.integers(1, 9)))
+        terms = (Term("Hund", "hound"), Term("Mann", "zebra"), Term("{user}", None), Term("%s", None))
+        occurrences = find(sentence, terms, "de")
+        source_words = sentence.split()[: rng.integers(1, len(sentence.split()) + 1)]  # maybe truncated
+        target_words = list(rng.choice(["a", "dog", "the", "runs.", "man,", "X"], size=rng.integers(1, 9)))
+        links = sorted((int(rng.integers(len(source_words))), j) for j in range(len(target_words)))
+        scores = rng.random((len(target_words), len(source_words)))
+        result = apply(sentence, occurrences, WordAlignment(source_words, target_words, links), "en", scores)
+        for occurrence in occurrences:
+            wanted, got = (occurrence.target, result) if occurrence.verbatim else (occurrence.target, result.lower())
+            assert wanted in got, (sentence, target_words, links, result)
