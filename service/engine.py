@@ -413,10 +413,13 @@ class TranslationEngine:
         return plans
 
     def _segment(self, unit: str, language: str, terms: tuple[glossary.Term, ...]) -> list[Piece]:
-        """Sentence pieces of one text unit; no term occurrence is split between two sentences."""
+        """Sentence pieces of one text unit; no term occurrence is split between two sentences, and a sentence of
+        nothing but do-not-translate spans (an HTML text node ``{user}``) is copied, not translated."""
         pieces = segment(unit, language, self.settings.max_sentence_chars)
         if terms:
             pieces = keep_together(pieces, [(o.start, o.end) for o in glossary.find(unit, terms, language)])
+            pieces = [Piece(p.text, False) if p.translate and glossary.only_verbatim(
+                p.text, glossary.find(p.text, terms, language)) else p for p in pieces]  # copied, not translated
         return pieces
 
     def _assemble(self, plan: _TextPlan, index: dict[str, int], nbests: list[list[Translation]],

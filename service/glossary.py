@@ -152,6 +152,17 @@ def mask(sentence: str, occurrences: list[Occurrence]) -> tuple[str, list[Occurr
     return "".join(out), moved
 
 
+def only_verbatim(sentence: str, occurrences: list[Occurrence]) -> bool:
+    """Is ``sentence`` nothing but do-not-translate spans, whitespace and punctuation? (then it is copied as is)"""
+    rest, position = [], 0
+    for o in occurrences:
+        if o.verbatim:
+            rest.append(sentence[position : o.start])
+            position = o.end
+    rest.append(sentence[position:])
+    return position > 0 and not any(character.isalnum() for character in "".join(rest))
+
+
 def source_word_spans(sentence: str) -> list[tuple[int, int]]:
     """Character spans of the sentence's whitespace-separated words: the source words of the alignment."""
     return [match.span() for match in re.finditer(r"\S+", sentence)]

@@ -21,6 +21,7 @@ from service.glossary import (
     apply,
     find,
     mask,
+    only_verbatim,
     terms_of,
 )
 from service.segmenter import keep_together, segment
@@ -142,6 +143,13 @@ def test_the_model_reads_a_placeholder_for_each_do_not_translate_span():
     assert mask(sentence, [Occurrence(10, 14, "hound")]) == (sentence, [Occurrence(10, 14, "hound")])
 
 
+def test_a_sentence_of_nothing_but_do_not_translate_spans_is_recognised():
+    terms = (Term("{user}", None), Term("%s", None), Term("Hund", "hound"))
+    assert only_verbatim("{user}, %s!", find("{user}, %s!", terms, "de"))
+    assert not only_verbatim("{user} Hund", find("{user} Hund", terms, "de"))
+    assert not only_verbatim("Hund.", find("Hund.", terms, "de"))
+
+
 def test_sentence_splitting_never_cuts_through_a_term():
     text = "Er arbeitet bei ACME Inc. Berlin seit Jahren. Dann geht er."
     start = text.index("ACME")
@@ -194,6 +202,12 @@ def test_do_not_translate_spans_survive_verbatim(url):
     read = translate(url, texts=sources[:1], do_not_translate=spans, return_attention=True).json()
     read_pieces = "".join(read["translations"][0]["attention"][0]["source_tokens"])
     assert "user" not in read_pieces and "Hallo" in read_pieces  # the model read the placeholder, not {user}
+
+
+def test_html_text_nodes_holding_only_a_span_are_copied(url):
+    html = "<p>Ein Mann, <b>{user}</b>, fährt Fahrrad.</p>"
+    text = texts(translate(url, texts=[html], format="html", do_not_translate=["{user}"]))[0]
+    assert "<b>{user}</b>" in text, text
 
 
 def test_alternatives_carry_the_terms_too(url):
