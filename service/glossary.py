@@ -12,7 +12,8 @@ Matching (``find``), on one source sentence:
   English ``-s -es``; others: none), so ``Hund`` matches ``Hunde``/``Hunden`` and ``dog`` matches ``dogs``.
   Stem changes (``Mann`` -> ``Männer``) are not matched: add the form as an entry of its own.
   Do-not-translate spans match exactly (case aside): ``{user}`` never matches ``{users}``;
-- longest first: occurrences are taken by decreasing length, then by position, and one that overlaps an
+- longest first: occurrences are taken by decreasing length (equal lengths: the longer term, so an entry for
+  ``Hunde`` wins over ``Hund`` + ``-e``), then by position, and one that overlaps an
   occurrence already taken is dropped (``New York City`` wins over ``New York``, and ``York City`` is dropped).
 
 Replacement (``apply``), on the model's translation of that sentence and its word alignment
@@ -124,10 +125,11 @@ def find(sentence: str, terms: tuple[Term, ...], language: str | None) -> list[O
     for term in terms:
         for match in pattern(term, language).finditer(sentence):
             target = match.group() if term.target is None else term.target
-            candidates.append(Occurrence(match.start(), match.end(), target, term.target is None))
-    candidates.sort(key=lambda o: (o.start - o.end, o.start))
+            candidates.append((Occurrence(match.start(), match.end(), target, term.target is None), len(term.source)))
+    # Longest match first; among equally long ones, the longer term (an exact form over a stem plus a suffix).
+    candidates.sort(key=lambda c: (c[0].start - c[0].end, -c[1], c[0].start))
     taken: list[Occurrence] = []
-    for occurrence in candidates:
+    for occurrence, _ in candidates:
         if all(occurrence.end <= other.start or other.end <= occurrence.start for other in taken):
             taken.append(occurrence)
     return sorted(taken, key=lambda o: o.start)

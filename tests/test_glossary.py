@@ -67,6 +67,11 @@ def test_overlapping_entries_are_resolved_longest_first():
     assert found("New York und York City.", terms, "en") == ["New York", "York City"]
 
 
+def test_an_entry_for_the_inflected_form_wins_over_the_stem():
+    terms = (Term("Hund", "hound"), Term("Hunde", "hounds"))
+    assert [o.target for o in find("Zwei Hunde und ein Hund.", terms, "de")] == ["hounds", "hound"]
+
+
 def test_terms_are_validated_with_clear_messages():
     assert terms_of({"Hund": " hound "}, ["{user}"]) == (Term("Hund", "hound"), Term("{user}", None))
     assert terms_of(None, None) == ()
