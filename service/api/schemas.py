@@ -208,9 +208,12 @@ class TranslationItem(_KeepsNullText):
     alternatives: list[Alternative] | None = None
     sentences: list[SentenceScore] | None = None
     attention: list[SentenceAttention] | None = Field(None, description="One alignment per translated sentence, "
-                                                                        "in order.")
+                                                                        "in order; with glossary or do-not-translate "
+                                                                        "terms, of the model's output before they "
+                                                                        "were put in place.")
     alignment: list[SentenceAlignment] | None = Field(None, description="One word alignment per translated "
-                                                                        "sentence, in order (best translation).")
+                                                                        "sentence, in order (best translation; "
+                                                                        "like `attention`, the model's output).")
 
 
 class Timing(BaseModel):
