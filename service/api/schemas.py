@@ -146,8 +146,7 @@ class _KeepsNullText(BaseModel):
     @model_serializer(mode="wrap")
     def _keep_null_text(self, handler: SerializerFunctionWrapHandler):  # no return type: keeps the JSON schema
         data = handler(self)
-        data.setdefault("text", None)
-        return data
+        return {name: data.get(name) for name in type(self).model_fields if name in data or name == "text"}
 
 
 class SentenceScore(_KeepsNullText):
