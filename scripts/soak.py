@@ -108,6 +108,8 @@ def main() -> int:
     parser.add_argument("--sample-every", type=int, default=1000)
     parser.add_argument("--warmup-share", type=float, default=0.1, help="share of the requests before the baseline")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-size", type=int, default=0, help="the server's MT_CACHE_SIZE (default 0: the mix "
+                        "repeats its sentences, so a cache would answer most of them and decoding would go unsoaked)")
     parser.add_argument("--json", type=Path, help="also write the samples and summary here")
     parser.add_argument("--fail-above-mib", type=float, help="exit 1 if RSS grows more than this after warm-up")
     parser.add_argument("--fail-above-pct", type=float, help="exit 1 if RSS grows more than this percentage after "
@@ -116,7 +118,8 @@ def main() -> int:
 
     port = free_port()
     env = {**os.environ, "MT_MODELS_DIR": str(args.models_dir), "MT_LOG_LEVEL": "WARNING",
-           "MT_MAX_QUEUE_SENTENCES": str(max(2048, args.concurrency * 200))}
+           "MT_MAX_QUEUE_SENTENCES": str(max(2048, args.concurrency * 200)),
+           "MT_CACHE_SIZE": str(args.cache_size)}
     log = tempfile.NamedTemporaryFile(prefix="soak-server-", suffix=".log", delete=False)
     server = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port)], cwd=REPO, env=env,
                               stderr=log)
