@@ -21,7 +21,7 @@ a soft attention. So every target word has exactly one link, and a source word m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,6 +35,7 @@ class WordAlignment:
     source_words: list[str]
     target_words: list[str]
     links: list[tuple[int, int]]  # (source word index, target word index), sorted
+    scores: np.ndarray | None = field(default=None, compare=False, repr=False)  # [target words, source words]
 
     @property
     def pharaoh(self) -> str:
@@ -86,7 +87,8 @@ def align(source_pieces: list[str], target_pieces: list[str], weights: np.ndarra
     source_words, source_owner = group_words(source_pieces)
     target_words, target_owner = group_words(target_pieces)
     links: list[tuple[int, int]] = []
+    scores = None
     if source_words and target_words:
         scores = word_attention(weights, source_owner, target_owner, len(source_words), len(target_words))
         links = sorted((int(i), j) for j, i in enumerate(scores.argmax(axis=1)))  # [Tw]: best source word
-    return WordAlignment(source_words, target_words, links)
+    return WordAlignment(source_words, target_words, links, scores)

@@ -30,13 +30,13 @@ SIGNALS = ("mean_log_prob", "min_log_prob", "length_ratio", "pieces_per_char", "
 # Widely used languages in Latin and other scripts that language identification weighs the source against.
 IDENTIFIED_LANGUAGES = ("ar", "cs", "da", "de", "el", "en", "es", "fi", "fr", "hu", "it", "ja", "nl", "pl", "pt",
                         "ro", "ru", "sv", "tr", "uk", "zh")
-_LOG_FLOOR = math.log(1e-6)
+_PROBABILITY_FLOOR = 1e-6
 
 
 def source_language_log_prob(text: str, language: str, detector: LanguageDetector) -> float:
     """log P(text is in ``language``) among ``IDENTIFIED_LANGUAGES`` (plus ``language``), floored at log 1e-6."""
     probability = next((d.confidence for d in detector.rank(text) if d.language == language), 0.0)
-    return max(math.log(probability), _LOG_FLOOR) if probability > 0 else _LOG_FLOOR
+    return math.log(max(probability, _PROBABILITY_FLOOR))
 
 
 def detector_for(language: str) -> LanguageDetector:

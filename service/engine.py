@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from service import glossary, htmltext, languages
-from service.alignment import align, group_words, word_attention
+from service.alignment import align
 from service.batcher import BatcherStopped, BatchKey, BatchLimits, DeadlineExceeded, DynamicBatcher, QueueFull
 from service.cache import TranslationCache, cache_key
 from service.config import Settings
@@ -482,10 +482,7 @@ def _with_terms(sentence: str, choice: Translation, terms: tuple[glossary.Term, 
         return choice.text.strip()
     sentence, occurrences = glossary.mask(sentence, occurrences)  # what the model read
     alignment = align(choice.source_tokens, choice.target_tokens, choice.attention)
-    (_, source_owner), (_, target_owner) = group_words(choice.source_tokens), group_words(choice.target_tokens)
-    scores = word_attention(choice.attention, source_owner, target_owner, len(alignment.source_words),
-                            len(alignment.target_words))  # [target words, source words]
-    return glossary.apply(sentence, occurrences, alignment, target_language, scores)
+    return glossary.apply(sentence, occurrences, alignment, target_language)
 
 
 def _usable(nbest: list[Translation], with_attention: bool) -> bool:

@@ -174,8 +174,9 @@ def apply(sentence: str, occurrences: list[Occurrence], alignment: WordAlignment
           scores: np.ndarray | None = None) -> str:
     """The translation (``alignment.target_words`` joined with spaces) with every occurrence's target text put in
     place of the target words aligned to it. ``alignment`` is the model's alignment of ``sentence``; ``scores``
-    [len(target_words), len(source_words)] its word-level attention (``alignment.word_attention``), used when no
+    [len(target_words), len(source_words)] its word-level attention (default: ``alignment.scores``), used when no
     target word is linked to an occurrence."""
+    scores = alignment.scores if scores is None else scores
     words = list(alignment.target_words)
     occurrences = _missing(occurrences, " ".join(words))
     articles = ARTICLES.get(target_language or "", frozenset())

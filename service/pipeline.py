@@ -64,10 +64,12 @@ class SentenceTranslator:
         ids = source[:-1] if source and source[-1] == self.model.eos_id else source
         text = self.tokenizer.decode(ids)
         language = source_language_log_prob(text, self.source_language, self._detector)
-        for translation in translations:
-            translation.signals = signals(text, ids, translation.token_log_probs, self.tokenizer.unk_id(), language)
-            if self.confidence is not None:
-                translation.confidence = float(self.confidence.probability(translation.signals[None])[0])
+        features = np.stack([signals(text, ids, t.token_log_probs, self.tokenizer.unk_id(), language)
+                             for t in translations])  # [n-best, F]
+        confidences = self.confidence.probability(features) if self.confidence is not None else [None] * len(features)
+        for translation, row, confidence in zip(translations, features, confidences):
+            translation.signals = row
+            translation.confidence = None if confidence is None else float(confidence)
 
     def translate(self, sentences: list[str], options: SearchOptions, batch_size: int = 64) -> list[list[Translation]]:
         """Any number of sentences; sorted by length into batches to cut padding, results in input order."""

@@ -69,7 +69,8 @@ def foreign_sets(card: dict, split: str, data_dir: Path, mirror: Path | None) ->
             for lang in MULTI30K_LANGUAGES if lang not in (src, tgt)}
 
 
-def assess(translator: SentenceTranslator, pairs: list[tuple[str, str | None]], options: SearchOptions) -> tuple[np.ndarray, np.ndarray]:
+def assess(translator: SentenceTranslator, pairs: list[tuple[str, str | None]],
+           options: SearchOptions) -> tuple[np.ndarray, np.ndarray]:
     """Signals [N, F] of the best translation of each source, and its sentence chrF [N] (0 without reference)."""
     results = translator.translate([s for s, _ in pairs], options)
     chrf = CHRF()
@@ -140,7 +141,8 @@ def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot:
 
     fit_domain, fit_foreign = gather(valid_names, "val", seed=1)
     stacked = list(fit_domain.values()) + list(fit_foreign.values())
-    confidence_model = fit(np.concatenate([f for f, _ in stacked]), np.concatenate([q for _, q in stacked]), good_chrf)
+    confidence_model = fit(np.concatenate([f for f, _ in stacked]), np.concatenate([q for _, q in stacked]),
+                           good_chrf)
     test_domain, test_foreign = gather(test_names, "test2016", seed=2)
     features = np.concatenate([f for f, _ in test_domain.values()])
     quality = np.concatenate([q for _, q in test_domain.values()])
@@ -149,12 +151,13 @@ def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot:
     entry = {
         "good_chrf": good_chrf,
         "model": confidence_model.to_card(),
-        "fitted_on": {**{n: len(q) for n, (_, q) in fit_domain.items()}, **{n: len(q) for n, (_, q) in fit_foreign.items()}},
-        "measured_on": {**{n: len(q) for n, (_, q) in test_domain.items()}, **{n: len(q) for n, (_, q) in test_foreign.items()}},
+        "fitted_on": {name: len(q) for name, (_, q) in {**fit_domain, **fit_foreign}.items()},
+        "measured_on": {name: len(q) for name, (_, q) in {**test_domain, **test_foreign}.items()},
         "search": {"beam_size": options.beam_size, "length_penalty": options.length_penalty},
         "confidence": {**measure(confidence, quality, {k: confidence_model.probability(f)
                                                        for k, (f, _) in test_foreign.items()}, good_chrf),
-                       "expected_calibration_error": round(expected_calibration_error(confidence, quality >= good_chrf), 4)},
+                       "expected_calibration_error": round(
+                           expected_calibration_error(confidence, quality >= good_chrf), 4)},
         "baseline_mean_log_prob": measure(features[:, baseline_index], quality,
                                           {k: f[:, baseline_index] for k, (f, _) in test_foreign.items()}, good_chrf),
         "per_test_set": {name: measure(confidence_model.probability(f), q, {}, good_chrf)
@@ -179,7 +182,8 @@ def plot_deciles(entry: dict, model_id: str, path: Path) -> None:
     x = np.arange(1, len(rows) + 1)
     axis.bar(x, [r["chrf"] for r in rows], color="#4c78a8", label="mean sentence chrF")
     axis.plot(x, [100 * r["confidence"] for r in rows], "o-", color="#f58518", label="mean confidence x 100")
-    axis.plot(x, [100 * r["good"] for r in rows], "s--", color="#54a24b", label=f"% with chrF >= {entry['good_chrf']:g}")
+    axis.plot(x, [100 * r["good"] for r in rows], "s--", color="#54a24b",
+              label=f"% with chrF >= {entry['good_chrf']:g}")
     axis.set_xlabel("confidence decile (test sets)")
     axis.set_ylim(0, 100)
     axis.set_xticks(x)
@@ -196,8 +200,10 @@ def markdown(cards: list[dict]) -> str:
              "|---|---|---:|---:|---:|---|"]
     for card in cards:
         entry = card["confidence"]
-        for label, stats in (("confidence", entry["confidence"]), ("baseline: mean log-prob", entry["baseline_mean_log_prob"])):
-            foreign = ", ".join(f"{k.removeprefix('roc_auc_vs_')} {v:.4f}" for k, v in stats.items() if k.startswith("roc_auc_vs_"))
+        for label, stats in (("confidence", entry["confidence"]),
+                             ("baseline: mean log-prob", entry["baseline_mean_log_prob"])):
+            foreign = ", ".join(f"{k.removeprefix('roc_auc_vs_')} {v:.4f}" for k, v in stats.items()
+                                if k.startswith("roc_auc_vs_"))
             ece = stats.get("expected_calibration_error")
             lines.append(f"| {card['id']} | {label} | {stats['spearman_chrf']:.3f} | {stats['roc_auc_good']} "
                          f"| {'' if ece is None else f'{ece:.3f}'} | {foreign} |")
