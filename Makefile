@@ -21,7 +21,7 @@ help:
 	@echo "make export RUN=runs/de-en OUT=models/de-en   export, check parity, evaluate, calibrate confidence"
 	@echo "make calibrate          fit and measure the shipped models' translation confidence (docs/confidence.md)"
 	@echo "make loadtest [URL=...] locust at increasing concurrency -> loadtest/reports/"
-	@echo "make bench              engine and service benchmarks (ratios measured side by side)"
+	@echo "make bench              engine, service and scheduler benchmarks (ratios measured side by side)"
 	@echo "make ablation           cell/attention ablation study (~100 min on 2 cores) -> docs/ablation.md"
 
 $(BIN)/python:
@@ -59,7 +59,8 @@ BENCH_ARGS ?=
 loadtest: setup
 	$(BIN)/python -m loadtest.run $(if $(URL),--url $(URL),--models-dir $(MODELS_DIR)) $(LOADTEST_ARGS)
 
-# Engine (PyTorch / ONNX fp32 / int8 by batch size) and service (batching on vs off) benchmarks: docs/performance.md.
+# Engine (PyTorch / ONNX fp32 / int8 by batch size), service (batching on vs off) and scheduler (batch vs continuous,
+# bench/scheduling.py; BENCH_ARGS="--skip-scheduling" or --scheduling-args "...") benchmarks: docs/performance.md.
 bench: setup
 	$(BIN)/python -m bench.run --model-dir $(MODELS_DIR)/de-en --out bench/results $(BENCH_ARGS)
 

@@ -1,25 +1,29 @@
-"""`make bench`: the engine benchmark, then the service benchmark, then a summary with the targets and plots.
+"""`make bench`: the engine, service and scheduling benchmarks, then a summary with the targets and plots.
 
     python -m bench.run --model-dir models/de-en --out bench/results [--plots docs/performance]
+        [--scheduling-args="--configs batch --scenarios lone,fairness"] [--skip-scheduling]
 
-Each benchmark runs in its own process (bench.engine, bench.service) so that one's threads and memory do
-not weigh on the other. The summary (summary.md) checks the issue's targets - printed, never asserted:
+Each benchmark runs in its own process (bench.engine, bench.service, bench.scheduling) so that one's threads and
+memory do not weigh on the other. The summary (summary.md) checks the issue's targets - printed, never asserted:
 
 - at 32 concurrent clients, batching on gives >= 4x the throughput of batching off;
 - saturated service throughput >= 75% of the engine's best offline throughput on the same sentences
   (same backend and beam as the service's requests);
-- p50 latency of a lone client <= 1.3x the engine's single-sentence latency + 5 ms.
+- p50 latency of a lone client <= 1.3x the engine's single-sentence latency + 5 ms;
+- and bench.scheduling's targets for the batch and continuous schedulers (issue 14; see that module).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 from bench.common import markdown_table
+from bench.scheduling import print_targets
 
 TARGET_BATCHING_RATIO = 4.0
 TARGET_SATURATION = 0.75
@@ -133,6 +137,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--plots", type=Path, help="also write the plots here (e.g. docs/performance)")
     parser.add_argument("--skip-engine", action="store_true", help="reuse OUT/engine.json")
     parser.add_argument("--skip-service", action="store_true", help="reuse OUT/service.json")
+    parser.add_argument("--skip-scheduling", action="store_true", help="reuse OUT/scheduling.json where there")
+    parser.add_argument("--scheduling-args", default="", help='more arguments for bench.scheduling, as one string '
+                                                               '(--scheduling-args="--configs batch"); --warmup-s '
+                                                               'and --duration-s are passed on')
     args = parser.parse_args(argv)
 
     common = ["--model-dir", str(args.model_dir), "--sentences", str(args.sentences), "--out", str(args.out)]
@@ -148,6 +156,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         subprocess.run([sys.executable, "-m", "bench.service", *common, "--clients", args.clients, "--configs",
                         args.configs, "--beam", str(args.beam), "--warmup-s", str(args.warmup_s),
                         "--duration-s", str(args.duration_s)], check=True)
+    if not args.skip_scheduling:
+        subprocess.run([sys.executable, "-m", "bench.scheduling", *common, "--warmup-s", str(args.warmup_s),
+                        "--duration-s", str(args.duration_s), *shlex.split(args.scheduling_args)], check=True)
 
     engine = json.loads((args.out / "engine.json").read_text(encoding="utf-8"))
     service = json.loads((args.out / "service.json").read_text(encoding="utf-8"))
@@ -164,12 +175,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
              "", "## Engine (offline)", "", (args.out / "engine.md").read_text(encoding="utf-8"),
              "## Service (end to end)", "", (args.out / "service.md").read_text(encoding="utf-8"),
              " ".join(f"![{p.stem}]({p.name})" for p in plots), ""]
+    scheduling_checks = []
+    if (args.out / "scheduling.json").exists():
+        scheduling_checks = json.loads((args.out / "scheduling.json").read_text(encoding="utf-8"))["targets"]
+        lines += ["## Scheduling: batch vs continuous (issue 14)", "",
+                  (args.out / "scheduling.md").read_text(encoding="utf-8")]
     (args.out / "summary.md").write_text("\n".join(lines), encoding="utf-8")
     print("\nTargets (informational, not asserted):")
     for c in checks:
         print(f"  [{'met' if c['met'] else 'MISSED'}] {c['target']}: {c['measured']} (wanted {c['wanted']})")
+    if scheduling_checks:
+        print("Scheduling targets:")
+        print_targets(scheduling_checks)
     print(f"summary: {args.out}/summary.md", flush=True)
-    return checks
+    return checks + scheduling_checks
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""End-to-end service benchmark: throughput and latency at 1-64 concurrent clients, dynamic batching on vs off.
+"""End-to-end service benchmark: throughput and latency at 1-64 concurrent clients, batching on vs off.
 
     python -m bench.service --model-dir models/de-en --out bench/results
 
-One service subprocess per configuration (``on``: the service's batching defaults; ``off``:
-MT_MAX_BATCH_SENTENCES=1; ``nowait``, when asked for: MT_MAX_WAIT_MS=0), all started up front and idle
-while another is measured. For each client count the configurations are measured back to back, their
+One service subprocess per configuration (``on``: the service's defaults, the continuous scheduler; ``off``: one
+sentence at a time; ``batch``, ``nowait``, ``wait10``, when asked for: the request-level batcher with its default
+wait, none, or 10 ms), all started up front and idle while another is measured. For each client count the configurations are measured back to back, their
 order alternating from one count to the next, so slow drift of the machine hits both alike.
 
 The clients are closed loops (send, wait for the answer, send again) over keep-alive connections, each
@@ -31,10 +31,11 @@ from loadtest.server import ServiceProcess, models_folder
 from service.model_card import read_card
 
 CONFIGS = {
-    "on": {},  # the service's defaults (MT_MAX_BATCH_SENTENCES=32, MT_MAX_WAIT_MS=2)
-    "off": {"MT_MAX_BATCH_SENTENCES": "1"},
-    "nowait": {"MT_MAX_WAIT_MS": "0"},
-    "wait10": {"MT_MAX_WAIT_MS": "10"},  # the default before 2026-11-27
+    "on": {},  # the service's defaults (the continuous scheduler, MT_MAX_ACTIVE_ROWS=128)
+    "off": {"MT_MAX_ACTIVE_ROWS": "1", "MT_MAX_BATCH_SENTENCES": "1"},  # one sentence at a time, either scheduler
+    "batch": {"MT_SCHEDULER": "batch"},  # the request-level batcher (the default before 2026-12-05)
+    "nowait": {"MT_SCHEDULER": "batch", "MT_MAX_WAIT_MS": "0"},
+    "wait10": {"MT_SCHEDULER": "batch", "MT_MAX_WAIT_MS": "10"},  # the batcher's default before 2026-11-27
 }
 
 
@@ -55,13 +56,22 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 async def client(port: int, requests: list[bytes], offset: int, measure_from: float, stop_at: float,
-                 latencies: list[float], errors: list[str]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                 latencies: list[float], errors: list[str], indices: list[int] | None = None,
+                 local_host: str | None = None) -> None:
+    """One closed loop over one keep-alive connection, sending ``requests`` in turn from ``offset``.
+
+    ``indices``, when given, receives the position in ``requests`` of each request whose latency is recorded
+    (to tell kinds of requests apart); ``local_host`` is the loopback address to connect from (the service
+    tells clients apart by their address).
+    """
+    local_addr = (local_host, 0) if local_host else None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=local_addr)
     index = offset
     try:
         while time.perf_counter() < stop_at:
             started = time.perf_counter()
-            writer.write(requests[index % len(requests)])
+            position = index % len(requests)
+            writer.write(requests[position])
             index += 1
             status, body = await read_response(reader)
             finished = time.perf_counter()
@@ -69,6 +79,8 @@ async def client(port: int, requests: list[bytes], offset: int, measure_from: fl
                 errors.append(f"HTTP {status}: {body[:200]!r}")
             elif measure_from <= finished <= stop_at:
                 latencies.append(finished - started)
+                if indices is not None:
+                    indices.append(position)
     finally:
         writer.close()
 

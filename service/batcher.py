@@ -66,12 +66,14 @@ class BatchLimits:
 
 @dataclass(frozen=True)
 class BatchStats:
-    """How one sentence was served: its wait in the queue and the batch it was decoded in."""
+    """How one sentence was served: its wait in the queue, then decoding from ``finished - inference_s`` to
+    ``finished`` (monotonic clock) in a batch of ``batch_size`` sentences."""
 
     queue_s: float
     inference_s: float
     batch_id: int
     batch_size: int
+    finished: float
 
 
 # runner(key, sources [B lists of token ids], want_attention) -> one result per source, in order
@@ -118,8 +120,9 @@ class DynamicBatcher:
         return self._depth
 
     def submit(self, key: BatchKey, sources: list[list[int]], deadline: float,
-               want_attention: bool = False) -> list[Future]:
-        """Queue all of ``sources`` or none of them; ``deadline`` is on this batcher's clock (monotonic)."""
+               want_attention: bool = False, flow: str = "") -> list[Future]:
+        """Queue all of ``sources`` or none of them; ``deadline`` is on this batcher's clock (monotonic). ``flow``
+        (who asks) is not used: this batcher serves the oldest sentence first."""
         with self._cond:
             if self._stopping:
                 raise BatcherStopped("shutting down")
@@ -255,7 +258,7 @@ class DynamicBatcher:
         self._observe(key, batch, started, elapsed)
         for item, result in zip(batch, results, strict=True):
             item.future.set_result((result, BatchStats(started - item.enqueued, elapsed, self._batch_counter,
-                                                       len(batch))))
+                                                       len(batch), started + elapsed)))
 
     def _observe(self, key: BatchKey, batch: list[_Item], started: float, elapsed: float) -> None:
         speed = len(batch) / max(elapsed, 1e-6)

@@ -53,12 +53,23 @@ class Settings(BaseSettings):
     min_request_timeout_s: float = Field(0.05, gt=0)
     max_request_timeout_s: float = Field(300.0, gt=0)
 
-    # Dynamic batching and backpressure
-    max_batch_sentences: int = Field(32, ge=1, description="Sentences per decoder batch.")
-    max_batch_tokens: int = Field(4096, ge=1, description="Padded source tokens x beam size per decoder batch.")
-    max_wait_ms: float = Field(2.0, ge=0, description="How long the oldest queued sentence may wait for others "
-                                                       "to join its batch.")
-    max_queue_sentences: int = Field(2048, ge=1, description="Queued sentences beyond which requests get 429.")
+    # Batching and backpressure
+    scheduler: Literal["continuous", "batch"] = Field(
+        "continuous", description="continuous: sentences join and leave the decoder batch at every step, admitted "
+                                  "fairly across API keys and requests; batch: the request-level dynamic batcher "
+                                  "(one whole search per batch), kept for comparison.")
+    max_active_rows: int = Field(128, ge=1, description="continuous: decoder rows (sentences x beam) decoded together.")
+    max_active_tokens: int = Field(16384, ge=1, description="continuous: decoder rows x longest active source, in "
+                                                            "tokens (bounds the attention's memory and work).")
+    max_queue_work: int = Field(200_000, ge=1, description="continuous: waiting work, in source tokens x beam size, "
+                                                           "beyond which requests get 429; also the most one request "
+                                                           "may carry (400 beyond).")
+    max_batch_sentences: int = Field(32, ge=1, description="batch: sentences per decoder batch.")
+    max_batch_tokens: int = Field(4096, ge=1, description="batch: padded source tokens x beam size per decoder batch.")
+    max_wait_ms: float = Field(2.0, ge=0, description="batch: how long the oldest queued sentence may wait for "
+                                                       "others to join its batch.")
+    max_queue_sentences: int = Field(2048, ge=1, description="Sentences one request may carry (400 beyond); batch: "
+                                                             "queued sentences beyond which requests get 429.")
     retry_after_s: int = Field(1, ge=1, description="Smallest Retry-After sent with 429 (grows with the queue).")
     shutdown_timeout_s: float = Field(30.0, ge=0, description="How long shutdown waits for queued work to finish.")
 

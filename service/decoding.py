@@ -76,16 +76,6 @@ def _normalized(log_prob: float, length: int, penalty: float) -> float:
     return log_prob / (max(length, 1) ** penalty)
 
 
-@dataclass
-class _Sentence:
-    """Bookkeeping for one source sentence during beam search."""
-
-    source_length: int
-    max_length: int
-    finished: list[Hypothesis] = field(default_factory=list)
-    done: bool = False
-
-
 def pad_batch(sequences: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Token lists -> ids [B, S_max] int64 (right-padded), lengths [B] int64."""
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
@@ -95,122 +85,355 @@ def pad_batch(sequences: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, 
     return ids, lengths
 
 
-def _top_k(candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices [N, k] and values [N, k] of the k largest entries of each row of candidates [N, C], best first
-    (ties: lowest index first).
+@dataclass(eq=False)
+class _Sentence:
+    """One source sentence being decoded: its options, limits and the hypotheses it has finished."""
 
-    k argmax passes, each masking the winner: for the small k of the search (2 x beam) this is far cheaper than
-    ``argpartition`` over rows of beam x vocabulary entries. ``candidates`` is restored before returning.
+    tag: object
+    options: SearchOptions
+    source_length: int
+    max_length: int
+    finished: list[Hypothesis] = field(default_factory=list)
+
+    def ranked(self) -> list[Hypothesis]:
+        return sorted(self.finished, key=lambda h: h.score, reverse=True)[: self.options.n_best]
+
+
+class StepSearch:
+    """A beam search that sentences join and leave between decoder calls.
+
+    ``admit`` encodes new sentences (one encoder call) and gives their beams decoder rows; ``step`` advances every
+    active row by one decoder call and returns the sentences that finished; ``withdraw`` drops sentences
+    mid-decode. Rows of any number of sentences, source lengths and beam sizes share each decoder call. Sentences
+    of one beam size are pruned together with array operations (no per-sentence Python loop in a step; only
+    finished hypotheses are built one by one).
+
+    A sentence's result does not depend on its companions or on when they join or leave: padding is masked,
+    and each sentence keeps its own beams, options, length limit and stopping rule.
+
+    Rows are slots that a sentence holds from admission to retirement, so the encoder output (the largest state)
+    is written once per sentence and never moved while the batch changes; a beam that takes over another beam's
+    hypothesis copies only the small per-row arrays. Freed slots are reused by newcomers; the slot arrays are
+    compacted when less than ``COMPACT_BELOW`` of them are in use, so idle rows cost little compute.
+
+    Slot arrays (C slots, W = source width, T = history capacity): ``encoded`` (memory [C, W, M], keys [C, W, K],
+    mask [C, W]), ``state`` [C, D], ``prev`` [C], ``scores`` [C] (cumulative log-prob, -inf for a dead beam),
+    ``tokens`` [C, T], ``token_log_probs`` [C, T], ``attention`` [C, T, W] (kept while a sentence wants it).
+    Per sentence, in admission order: ``beams``, ``steps`` taken, length ``limits``, ``finished_counts``; its
+    slots are ``slots[offsets[i] : offsets[i] + beams[i]]``.
     """
-    rows = np.arange(len(candidates))
-    top = np.empty((len(candidates), k), dtype=np.int64)
-    values = np.empty((len(candidates), k), dtype=candidates.dtype)
-    for i in range(k):
-        top[:, i] = candidates.argmax(axis=1)
-        values[:, i] = candidates[rows, top[:, i]]
-        candidates[rows, top[:, i]] = -np.inf
-    for i in reversed(range(k)):  # reverse order: a row with fewer than k finite entries repeats an index
-        candidates[rows, top[:, i]] = values[:, i]
-    return top, values
+
+    COMPACT_BELOW = 0.75
+
+    def __init__(self, model: StepModel) -> None:
+        self.model = model
+        self.sentences: list[_Sentence] = []
+        self.beams = np.zeros(0, np.int64)
+        self.steps = np.zeros(0, np.int64)
+        self.limits = np.zeros(0, np.int64)
+        self.finished_counts = np.zeros(0, np.int64)
+        self.source_lengths = np.zeros(0, np.int64)
+        self.slots = np.zeros(0, np.int64)  # the sentences' slots, concatenated in sentence order
+        self._reset_slots()
+
+    def _reset_slots(self) -> None:
+        self.encoded: Encoded | None = None
+        self.state = np.zeros((0, 0), np.float32)
+        self.prev = np.zeros(0, np.int64)
+        self.scores = np.zeros(0, np.float64)
+        self.tokens = np.zeros((0, 0), np.int64)
+        self.token_log_probs = np.zeros((0, 0), np.float64)
+        self.attention: np.ndarray | None = None
+        self.free: list[int] = []
+
+    # ---- what is active -------------------------------------------------------------------------------------
+
+    @property
+    def rows(self) -> int:
+        """Rows in use (sentences x beam)."""
+        return len(self.slots)
+
+    @property
+    def capacity(self) -> int:
+        """Rows the decoder runs (in use or free)."""
+        return len(self.scores)
+
+    @property
+    def width(self) -> int:
+        return self.encoded.mask.shape[1] if self.encoded is not None else 0
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+    def padding_ratio(self) -> float:
+        """Share of the decoder batch's source positions that are padding or free slots (work that is wasted)."""
+        total = self.capacity * self.width
+        return 1.0 - float(self.source_lengths @ self.beams) / total if total else 0.0
+
+    def _offsets(self) -> np.ndarray:
+        return np.cumsum(self.beams) - self.beams
+
+    # ---- joining and leaving --------------------------------------------------------------------------------
+
+    def admit(self, sources: list[list[int]], options: list[SearchOptions], tags: list[object]) -> None:
+        """Encode ``sources`` (one encoder call) and give their beams slots; ``tags`` name them in ``step``."""
+        if not sources:
+            return
+        src, lengths = pad_batch(sources)
+        fresh = self.model.encode(src, lengths)
+        beams = np.array([o.beam_size for o in options], dtype=np.int64)
+        rows = int(beams.sum())
+        if fresh.mask.shape[1] > self.width or self.encoded is None:
+            self._widen(fresh.mask.shape[1], fresh)
+        if len(self.free) < rows:
+            self._grow(rows - len(self.free), fresh)
+        slots = np.array(sorted(self.free)[:rows], dtype=np.int64)
+        self.free = sorted(set(self.free) - set(slots.tolist()))
+        owner = np.repeat(np.arange(len(sources)), beams)  # newcomer of each new slot
+        first = np.zeros(rows, dtype=bool)
+        first[np.cumsum(beams) - beams] = True  # each sentence starts from one live beam, the others dead
+        width = fresh.mask.shape[1]
+        assert self.encoded is not None
+        for name in ("memory", "keys", "mask"):
+            target, value = getattr(self.encoded, name), getattr(fresh, name)[owner]
+            target[slots, :width] = value
+            target[slots, width:] = 0
+        self.state[slots] = fresh.state[owner]
+        self.prev[slots] = self.model.bos_id
+        self.scores[slots] = np.where(first, 0.0, -np.inf)
+        if self.attention is None and any(o.return_attention for o in options):
+            self.attention = np.zeros((self.capacity, self.tokens.shape[1], self.width), np.float32)
+        self.sentences.extend(_Sentence(tag, o, int(n), o.max_length(int(n)))
+                              for tag, o, n in zip(tags, options, lengths))
+        self.beams = np.concatenate([self.beams, beams])
+        self.steps = np.concatenate([self.steps, np.zeros(len(sources), np.int64)])
+        self.limits = np.concatenate([self.limits, [s.max_length for s in self.sentences[-len(sources):]]]).astype(
+            np.int64)
+        self.finished_counts = np.concatenate([self.finished_counts, np.zeros(len(sources), np.int64)])
+        self.source_lengths = np.concatenate([self.source_lengths, lengths])
+        self.slots = np.concatenate([self.slots, slots])
+
+    def withdraw(self, tags: set[object]) -> int:
+        """Drop the sentences whose tag is in ``tags`` (cancelled, deadline passed); returns how many."""
+        keep = np.array([s.tag not in tags for s in self.sentences], dtype=bool)
+        dropped = int((~keep).sum())
+        if dropped:
+            self._keep_sentences(keep)
+        return dropped
+
+    def clear(self) -> list[object]:
+        """Drop everything (after a failed step); returns the tags that were active."""
+        tags = [s.tag for s in self.sentences]
+        self._keep_sentences(np.zeros(len(self.sentences), dtype=bool))
+        return tags
+
+    def _keep_sentences(self, keep: np.ndarray) -> None:
+        """Keep the sentences where ``keep`` [N] is True; the others' slots are freed."""
+        in_use = np.repeat(keep, self.beams)
+        self.free.extend(self.slots[~in_use].tolist())
+        self.slots = self.slots[in_use]
+        self.sentences = [self.sentences[i] for i in np.flatnonzero(keep)]
+        self.beams, self.steps = self.beams[keep], self.steps[keep]
+        self.limits, self.finished_counts = self.limits[keep], self.finished_counts[keep]
+        self.source_lengths = self.source_lengths[keep]
+        if not self.sentences:
+            self._reset_slots()
+        elif self.attention is not None and not any(s.options.return_attention for s in self.sentences):
+            self.attention = None
+
+    # ---- one decoder step -----------------------------------------------------------------------------------
+
+    def step(self) -> list[tuple[object, list[Hypothesis]]]:
+        """Advance every active row by one token; returns (tag, n-best hypotheses, best first) of each sentence
+        that finished in this step, in admission order."""
+        if not self.sentences:
+            return []
+        if self.rows < self.COMPACT_BELOW * self.capacity:
+            self._compact()
+        assert self.encoded is not None
+        beams, offsets, steps = self.beams, self._offsets(), self.steps + 1
+        row_values, row_tokens, state, weights = self._decode(2 * int(beams.max()))
+        if weights is None:
+            self.attention = None
+
+        parent_of = np.arange(self.capacity)  # next state of each slot: the state of this slot of this step
+        new_token = self.prev.copy()
+        new_score = np.full(self.capacity, -np.inf)
+        done = np.zeros(len(self.sentences), dtype=bool)
+        events: list[tuple[int, int, int, float]] = []  # (sentence, parent slot, token, score) of finished hyps
+
+        for beam in np.unique(beams).tolist():
+            members = np.flatnonzero(beams == beam)  # sentences with this beam size
+            slots = self.slots[offsets[members][:, None] + np.arange(beam)]  # [n, beam]
+            rows = slots.reshape(-1)
+            parent_beam, token, top_scores = _best_candidates(
+                self.scores[slots], row_values[rows, : 2 * beam], row_tokens[rows, : 2 * beam], 2 * beam)
+            by_sentence = np.arange(len(members))[:, None]  # fancy-index rows: cheaper than take_along_axis
+            parent = slots[by_sentence, parent_beam]
+            at_limit = steps[members] >= self.limits[members]
+            valid = top_scores > -np.inf
+            finishing = valid & ((token == self.model.eos_id) | at_limit[:, None])
+            continuing = valid & ~finishing
+            # A candidate counts while fewer than `beam` hypotheses have finished and fewer than `beam` continue
+            # before it in rank order (the sequential rule: stop at whichever fills up first).
+            finished_so_far = self.finished_counts[members]
+            finished_before = finished_so_far[:, None] + np.cumsum(finishing, 1) - finishing
+            continuing_before = np.cumsum(continuing, 1) - continuing
+            counted = valid & (finished_before < beam) & (continuing_before < beam)
+            new_finished, kept = counted & finishing, counted & continuing
+            n_kept = kept.sum(1)
+            self.finished_counts[members] = finished_so_far + new_finished.sum(1)
+            done[members] = (self.finished_counts[members] >= beam) | at_limit | (n_kept == 0)
+            for i, j in zip(*np.nonzero(new_finished)):
+                events.append((int(members[i]), int(parent[i, j]), int(token[i, j]), float(top_scores[i, j])))
+            # The kept candidates in rank order, padded to `beam` with dead copies of the last one.
+            order = np.argsort(~kept, axis=1, kind="stable")[:, :beam]
+            pad = np.arange(beam)[None, :] >= n_kept[:, None]
+            order = np.where(pad, order[np.arange(len(members)), np.maximum(n_kept - 1, 0)][:, None], order)
+            parent_of[slots] = parent[by_sentence, order]
+            new_token[slots] = token[by_sentence, order]
+            new_score[slots] = np.where(pad, -np.inf, top_scores[by_sentence, order])
+
+        for index, parent, token, score in events:
+            self._finish(self.sentences[index], parent, token, score, int(steps[index]), weights)
+        retired = [(self.sentences[i].tag, self.sentences[i].ranked()) for i in np.flatnonzero(done)]
+
+        # Every slot takes the state and history of its parent; the new token goes in its sentence's next column.
+        live = np.isfinite(new_score)
+        token_log_probs = np.full(self.capacity, -np.inf)
+        token_log_probs[live] = new_score[live] - self.scores[parent_of[live]]
+        column = np.zeros(self.capacity, np.int64)
+        column[self.slots] = np.repeat(steps - 1, beams)
+        self._ensure_capacity(int(steps.max()))
+        self.state = state[parent_of]
+        self.tokens = self.tokens[parent_of]
+        self.token_log_probs = self.token_log_probs[parent_of]
+        every = np.arange(self.capacity)
+        self.tokens[every, column] = new_token
+        self.token_log_probs[every, column] = token_log_probs
+        if self.attention is not None:
+            self.attention = self.attention[parent_of]
+            self.attention[every, column, :] = weights[parent_of]
+        self.scores, self.prev, self.steps = new_score, new_token, steps
+        if retired:
+            self._keep_sentences(~done)
+        return retired
+
+    def _decode(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """One decoder call: each slot's ``k`` best log-probs [C, k] and tokens [C, k] (best first, ties by the
+        lower token), the new state [C, D] and the attention [C, W] or None. The graph's TopK finds them where the
+        model has one; otherwise one partition of the [C, V] log-probs does."""
+        if getattr(self.model, "supports_top_k", False):
+            return self.model.step_top_k(self.prev, self.state, self.encoded, k)  # type: ignore[attr-defined]
+        log_probs, state, weights = self.model.step(self.prev, self.state, self.encoded)
+        vocab = log_probs.shape[1]
+        k = min(k, vocab)
+        tokens = np.argpartition(log_probs, vocab - k, axis=1)[:, vocab - k :]
+        values = np.take_along_axis(log_probs, tokens, 1)
+        order = np.lexsort((tokens, -values), axis=1)
+        return np.take_along_axis(values, order, 1), np.take_along_axis(tokens, order, 1), state, weights
+
+    def _finish(self, sentence: _Sentence, parent: int, token: int, score: float, step: int,
+                weights: np.ndarray | None) -> None:
+        """Record the hypothesis that ends with ``token`` on slot ``parent`` after ``step`` tokens."""
+        history = step - 1
+        complete = token == self.model.eos_id
+        attention = None
+        if sentence.options.return_attention and weights is not None and self.attention is not None:
+            attention = np.concatenate([self.attention[parent, :history], weights[parent][None]], 0)[
+                :, : sentence.source_length]
+        sentence.finished.append(Hypothesis(
+            self.tokens[parent, :history].tolist() + ([] if complete else [token]),
+            _normalized(score, step, sentence.options.length_penalty), score, complete, attention,
+            np.append(self.token_log_probs[parent, :history], score - self.scores[parent])))
+
+    # ---- slot bookkeeping -----------------------------------------------------------------------------------
+
+    def _per_slot(self) -> dict[str, np.ndarray]:
+        arrays = {"state": self.state, "prev": self.prev, "scores": self.scores, "tokens": self.tokens,
+                  "token_log_probs": self.token_log_probs}
+        if self.attention is not None:
+            arrays["attention"] = self.attention
+        return arrays
+
+    def _grow(self, extra: int, fresh: Encoded) -> None:
+        """Add ``extra`` free slots (the newcomers' encoder output ``fresh`` gives the state size)."""
+        capacity = self.capacity
+        if capacity == 0:
+            self.state = np.zeros((0, fresh.state.shape[1]), np.float32)
+        for name, array in self._per_slot().items():
+            setattr(self, name, np.concatenate([array, np.zeros((extra,) + array.shape[1:], array.dtype)]))
+        assert self.encoded is not None
+        self.encoded = Encoded(*(np.concatenate([a, np.zeros((extra,) + a.shape[1:], a.dtype)])
+                                 for a in (self.encoded.memory, self.encoded.keys, self.encoded.mask,
+                                           self.encoded.state)))
+        self.free.extend(range(capacity, capacity + extra))
+
+    def _widen(self, width: int, fresh: Encoded) -> None:
+        """Make room for sources of ``width`` tokens (padding is masked, so nothing attends to it)."""
+        if self.encoded is None:
+            self.encoded = Encoded(np.zeros((0, width, fresh.memory.shape[2]), np.float32),
+                                   np.zeros((0, width, fresh.keys.shape[2]), np.float32),
+                                   np.zeros((0, width), bool), np.zeros((0, fresh.state.shape[1]), np.float32))
+            return
+        extra = width - self.width
+        pad = lambda a: np.pad(a, ((0, 0), (0, extra)) + ((0, 0),) * (a.ndim - 2))  # noqa: E731
+        self.encoded = Encoded(pad(self.encoded.memory), pad(self.encoded.keys), pad(self.encoded.mask),
+                               self.encoded.state)
+        if self.attention is not None:
+            self.attention = np.pad(self.attention, ((0, 0), (0, 0), (0, extra)))
+
+    def _compact(self) -> None:
+        """Move the slots in use to the front and drop the rest; narrow the source width to the longest active."""
+        keep = np.sort(self.slots)
+        width = max(s.source_length for s in self.sentences)
+        renumber = np.zeros(self.capacity, np.int64)
+        renumber[keep] = np.arange(len(keep))
+        for name, array in self._per_slot().items():
+            setattr(self, name, array[keep][:, :, :width] if name == "attention" else array[keep])
+        assert self.encoded is not None
+        e = self.encoded
+        self.encoded = Encoded(e.memory[keep, :width], e.keys[keep, :width], e.mask[keep, :width], e.state[keep])
+        self.slots = renumber[self.slots]
+        self.free = []
+
+    def _ensure_capacity(self, length: int) -> None:
+        """Grow the history arrays to hold ``length`` tokens per row."""
+        capacity = self.tokens.shape[1]
+        if length <= capacity:
+            return
+        grow = max(length, 2 * capacity, 16) - capacity
+        self.tokens = np.pad(self.tokens, ((0, 0), (0, grow)))
+        self.token_log_probs = np.pad(self.token_log_probs, ((0, 0), (0, grow)))
+        if self.attention is not None:
+            self.attention = np.pad(self.attention, ((0, 0), (0, grow), (0, 0)))
+
+
+def _best_candidates(scores: np.ndarray, row_values: np.ndarray, row_tokens: np.ndarray, k: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` best continuations of each sentence's beams, best first, ties broken by the lower beam, then the
+    lower token (the order the closed-loop search ranked beam x vocabulary candidates in).
+
+    scores [n, beam] (cumulative, float64); row_values [n * beam, r] and row_tokens [n * beam, r]: each beam's r >= k
+    best next-token log-probs and tokens. The sentence's best ``k`` are among those beam x r candidates, scored in
+    float64 -> parent beam [n, k], token [n, k], score [n, k].
+    """
+    n, beam = scores.shape
+    r = row_values.shape[1]
+    values = (scores.reshape(-1, 1) + row_values.astype(np.float64)).reshape(n, beam * r)
+    parents = np.broadcast_to(np.repeat(np.arange(beam), r), (n, beam * r))
+    tokens = row_tokens.reshape(n, beam * r)
+    order = np.lexsort((tokens, parents, -values), axis=1)[:, :k]
+    rows = np.arange(n)[:, None]
+    return parents[rows, order], tokens[rows, order], values[rows, order]
 
 
 def search(model: StepModel, sources: list[list[int]], options: SearchOptions) -> list[list[Hypothesis]]:
-    """Translate a batch of tokenized sources; returns the n-best hypotheses of each, best first.
-
-    A sentence's result does not depend on the rest of the batch: padding is masked, and each sentence
-    keeps its own beams, length limit and stopping rule. Rows whose sentence is finished are dropped from
-    the decoder batch so that short sentences stop costing compute.
-    """
-    src, lengths = pad_batch(sources)
-    encoded = model.encode(src, lengths)
-    batch, beam = len(sources), options.beam_size
-    sentences = [_Sentence(int(n), options.max_length(int(n))) for n in lengths]
-
-    # Alive rows: sentence index and beam tokens/scores/attention for each row of the decoder batch.
-    row_sentence = np.repeat(np.arange(batch), beam)
-    encoded = encoded.select(row_sentence)
-    state = encoded.state
-    scores = np.tile(np.array([0.0] + [-np.inf] * (beam - 1)), batch)  # [R] cumulative log-prob
-    tokens = np.zeros((batch * beam, 0), dtype=np.int64)
-    token_log_probs = np.zeros((batch * beam, 0), dtype=np.float64)  # [R, t]: per-step log-prob of each token
-    attention = np.zeros((batch * beam, 0, encoded.mask.shape[1]), dtype=np.float32)
-    prev = np.full(batch * beam, model.bos_id, dtype=np.int64)
-
-    step = 0
-    while len(row_sentence):
-        log_probs, state, weights = model.step(prev, state, encoded)
-        step += 1
-        vocab = log_probs.shape[1]
-        n_alive = len(row_sentence) // beam
-        candidates = (scores[:, None] + log_probs).reshape(n_alive, beam * vocab)
-        # 2 * beam candidates are enough to find `beam` that do not end in </s>.
-        top, top_scores = _top_k(candidates, min(2 * beam, candidates.shape[1]))
-
-        keep_rows, keep_tokens, keep_scores, keep_alive_sentence = [], [], [], []
-        keep_token_log_probs = []
-        for group in range(n_alive):
-            sentence_index = row_sentence[group * beam]
-            sentence = sentences[sentence_index]
-            kept = 0
-            for flat, score in zip(top[group], top_scores[group]):
-                if score == -np.inf:
-                    break
-                row = group * beam + flat // vocab
-                token = int(flat % vocab)
-                if token == model.eos_id or step >= sentence.max_length:
-                    hyp_tokens = tokens[row].tolist() + ([] if token == model.eos_id else [token])
-                    hyp_attention = None
-                    if options.return_attention and weights is not None:
-                        hyp_attention = np.concatenate([attention[row], weights[row][None]], 0)[
-                            :, : sentence.source_length]
-                    complete = token == model.eos_id
-                    sentence.finished.append(Hypothesis(
-                        hyp_tokens, _normalized(float(score), step, options.length_penalty),
-                        float(score), complete, hyp_attention,
-                        np.append(token_log_probs[row], float(score) - scores[row])))
-                    if len(sentence.finished) >= beam:
-                        break
-                else:
-                    keep_rows.append(row)
-                    keep_tokens.append(token)
-                    keep_scores.append(score)
-                    keep_token_log_probs.append(float(score) - scores[row])
-                    kept += 1
-                    if kept == beam:
-                        break
-            if len(sentence.finished) >= beam or step >= sentence.max_length or kept == 0:
-                sentence.done = True
-                keep_rows, keep_tokens, keep_scores, keep_token_log_probs = (
-                    keep_rows[: len(keep_rows) - kept], keep_tokens[: len(keep_tokens) - kept],
-                    keep_scores[: len(keep_scores) - kept], keep_token_log_probs[: len(keep_token_log_probs) - kept])
-                continue
-            # Pad to a full beam with dead copies so every alive sentence keeps exactly `beam` rows.
-            for _ in range(beam - kept):
-                keep_rows.append(keep_rows[-1])
-                keep_tokens.append(keep_tokens[-1])
-                keep_scores.append(-np.inf)
-                keep_token_log_probs.append(-np.inf)
-            keep_alive_sentence.append(sentence_index)
-
-        rows = np.array(keep_rows, dtype=np.int64)
-        previous_row_sentence = row_sentence
-        row_sentence = np.repeat(np.array(keep_alive_sentence, dtype=np.int64), beam)
-        tokens = np.concatenate([tokens[rows], np.array(keep_tokens, dtype=np.int64)[:, None]], axis=1)
-        token_log_probs = np.concatenate(
-            [token_log_probs[rows], np.array(keep_token_log_probs, dtype=np.float64)[:, None]], axis=1)
-        if options.return_attention and weights is not None:
-            attention = np.concatenate([attention[rows], weights[rows][:, None]], axis=1)
-        else:
-            attention = attention[rows]
-        scores = np.array(keep_scores, dtype=np.float64)
-        state = state[rows]
-        # Beams are only reordered within their sentence, so the encoder rows change only when a sentence is done.
-        if not np.array_equal(row_sentence, previous_row_sentence):
-            encoded = encoded.select(rows)
-        prev = tokens[:, -1] if len(rows) else prev[:0]
-
-    results = []
-    for sentence in sentences:
-        ranked = sorted(sentence.finished, key=lambda h: h.score, reverse=True)
-        results.append(ranked[: options.n_best])
+    """Translate a batch of tokenized sources at once; returns the n-best hypotheses of each, best first."""
+    stepper = StepSearch(model)
+    stepper.admit(sources, [options] * len(sources), list(range(len(sources))))
+    results: list[list[Hypothesis]] = [[] for _ in sources]
+    while len(stepper):
+        for index, hypotheses in stepper.step():
+            results[index] = hypotheses
     return results

@@ -18,19 +18,22 @@ import numpy as np
 
 from service import glossary, htmltext, languages
 from service.alignment import align
-from service.batcher import BatcherStopped, BatchKey, BatchLimits, DeadlineExceeded, DynamicBatcher, QueueFull
+from service.batcher import BatcherStopped, BatchKey, BatchLimits, BatchStats, DeadlineExceeded, DynamicBatcher, QueueFull
 from service.cache import TranslationCache, cache_key
 from service.config import Settings
+from service.decoding import Hypothesis, SearchOptions, StepModel, search
 from service.errors import BadModelOutput, InvalidJob, JobTimeout, NotReady, Overloaded, ShuttingDown
 from service.language_id import Detection, LanguageDetector, known_languages
 from service.metrics import Metrics
 from service.pipeline import Translation
 from service.registry import LoadedModel, ModelRegistry, VerifiedModel, load_models, verify_models
+from service.scheduler import ContinuousBatcher, SchedulerLimits, work
 from service.segmenter import Piece, join, keep_together, segment
 
 log = logging.getLogger(__name__)
 
 INLINE_PREPARATION_CHARS = 2000  # larger jobs are split and tokenized on a worker thread
+INLINE_FINISH_SENTENCES = 64  # larger jobs are detokenized and assessed on a worker thread
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class TranslationJob:
     return_attention: bool = False
     timeout_s: float | None = None
     terms: tuple[glossary.Term, ...] = ()  # glossary entries and do-not-translate spans (service.glossary)
+    flow: str = ""  # who is asking (API key or client): the scheduler shares the decoder fairly between flows
 
     @property
     def decode_attention(self) -> bool:
@@ -90,7 +94,7 @@ class JobResult:
     models: list[str]
     sentences: int  # distinct sentences translated (decoded or from the cache)
     queue_ms: float = 0.0  # longest wait of any of its sentences before decoding started
-    inference_ms: float = 0.0  # summed wall time of the decoder batches that held its sentences
+    inference_ms: float = 0.0  # wall time during which any of its sentences was being decoded
     cache_hits: int = 0  # of ``sentences``, those answered from the cache
 
 
@@ -115,12 +119,20 @@ class TranslationEngine:
         self.detector: LanguageDetector | None = None
         self.status = "starting"  # starting -> ready | failed; ready -> stopping
         self.failure: str | None = None
-        self.batcher = DynamicBatcher(
-            self._run_batch,
-            BatchLimits(max_sentences=settings.max_batch_sentences, max_tokens=settings.max_batch_tokens,
-                        max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue_sentences,
-                        min_retry_after_s=settings.retry_after_s),
-            self.metrics)
+        self.batcher: DynamicBatcher | ContinuousBatcher
+        if settings.scheduler == "continuous":
+            self.batcher = ContinuousBatcher(
+                self._step_model, self._search_options,
+                SchedulerLimits(max_rows=settings.max_active_rows, max_tokens=settings.max_active_tokens,
+                                max_queue_work=settings.max_queue_work, min_retry_after_s=settings.retry_after_s),
+                self.metrics)
+        else:
+            self.batcher = DynamicBatcher(
+                self._run_batch,
+                BatchLimits(max_sentences=settings.max_batch_sentences, max_tokens=settings.max_batch_tokens,
+                            max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue_sentences,
+                            min_retry_after_s=settings.retry_after_s),
+                self.metrics)
         self.cache = TranslationCache(settings.cache_size, settings.cache_max_mb << 20, self.metrics)
 
     # ---- life cycle -------------------------------------------------------------------------------------------
@@ -162,6 +174,9 @@ class TranslationEngine:
 
     @property
     def ready(self) -> bool:
+        if self.status == "ready" and isinstance(self.batcher, ContinuousBatcher) and not self.batcher.healthy:
+            self.status, self.failure = "failed", "a scheduler loop died (see the log)"
+            self.metrics.ready.set(0)
         return self.status == "ready"
 
     # ---- translation ------------------------------------------------------------------------------------------
@@ -182,9 +197,9 @@ class TranslationEngine:
 
         found, missing = self._from_cache(job, wanted)
         decoded: dict[str, list[list[Translation]]] = {}
-        queue_s, batches = 0.0, {}
+        queue_s, busy_s = 0.0, 0.0
         if any(missing.values()):
-            decoded, queue_s, batches = await self._decode(job, missing, deadline)
+            decoded, queue_s, busy_s = await self._decode(job, missing, deadline)
             self._to_cache(job, missing, decoded)
         results = {}
         for model_id, distinct in wanted.items():
@@ -196,7 +211,7 @@ class TranslationEngine:
         for plan in plans:
             model_id = plan.model.id if plan.model else ""
             translations.append(self._assemble(plan, index.get(model_id, {}), results.get(model_id, []), job))
-        return JobResult(translations, sorted(wanted), total, queue_s * 1000, sum(batches.values()) * 1000,
+        return JobResult(translations, sorted(wanted), total, queue_s * 1000, busy_s * 1000,
                          sum(map(len, found.values())))
 
     def _prepare(self, job: TranslationJob) -> tuple[list[_TextPlan], dict[str, dict[str, list[int]]]]:
@@ -216,6 +231,13 @@ class TranslationEngine:
         if total > self.settings.max_queue_sentences:
             raise InvalidJob(f"the texts hold {total} sentences; at most {self.settings.max_queue_sentences} "
                              "fit in one request")
+        if self.settings.scheduler == "continuous":
+            cost = sum(work(ids, self._beam_size(job, self.registry.models[model_id]))
+                       for model_id, distinct in wanted.items() for ids in distinct.values())
+            if cost > self.settings.max_queue_work:
+                raise InvalidJob(f"the texts are {cost} units of work (source tokens x beam size); at most "
+                                 f"{self.settings.max_queue_work} fit in one request: send fewer or shorter texts, or "
+                                 "a smaller beam")
         return plans, wanted
 
     def _from_cache(self, job: TranslationJob, wanted: dict[str, dict[str, list[int]]]
@@ -258,8 +280,9 @@ class TranslationEngine:
                 self.cache.put(cache_key(model, ids, options), nbest)
 
     async def _decode(self, job: TranslationJob, wanted: dict[str, dict[str, list[int]]], deadline: float
-                      ) -> tuple[dict[str, list[list[Translation]]], float, dict[int, float]]:
-        """Queue every distinct sentence, wait for all of them; n-best per sentence by model, timings."""
+                      ) -> tuple[dict[str, list[list[Translation]]], float, float]:
+        """Queue every distinct sentence, wait for all of them; n-best per sentence by model, the longest wait
+        in the queue and the time spent decoding (seconds)."""
         assert self.registry is not None
         submitted: list[tuple[str, list]] = []
         try:
@@ -268,7 +291,7 @@ class TranslationEngine:
                 beam = self._beam_size(job, model)
                 key = BatchKey(model_id, beam, job.n_best, model.search_options(beam, 1, False).length_penalty)
                 submitted.append((model_id, self.batcher.submit(key, list(distinct.values()), deadline,
-                                                                job.decode_attention)))
+                                                                job.decode_attention, job.flow)))
         except QueueFull as error:
             self._cancel(submitted)
             raise Overloaded("too many queued sentences; retry later", error.retry_after_s) from error
@@ -293,32 +316,46 @@ class TranslationEngine:
             self._cancel(submitted)
             raise
 
+        if len(outcomes) > INLINE_FINISH_SENTENCES:  # keep the event loop responsive
+            results = await asyncio.to_thread(self._finish, wanted, outcomes)
+        else:
+            results = self._finish(wanted, outcomes)
+        stats = [s for _, s in outcomes]
+        return results, max(s.queue_s for s in stats), _busy_s(stats)
+
+    def _finish(self, wanted: dict[str, dict[str, list[int]]], outcomes: list[tuple[list[Hypothesis], BatchStats]]
+                ) -> dict[str, list[list[Translation]]]:
+        """Decoded hypotheses -> translations (text, pieces, confidence), per model in the order of ``wanted``."""
+        assert self.registry is not None
         results: dict[str, list[list[Translation]]] = {}
-        queue_s, batches = 0.0, {}
         position = 0
-        for model_id, futures in submitted:
-            chunk = outcomes[position : position + len(futures)]
-            position += len(futures)
-            results[model_id] = [nbest for nbest, _ in chunk]
-            for _, stats in chunk:
-                queue_s = max(queue_s, stats.queue_s)
-                batches[stats.batch_id] = stats.inference_s
-        return results, queue_s, batches
+        for model_id, distinct in wanted.items():
+            translator = self.registry.models[model_id].translator
+            chunk = outcomes[position : position + len(distinct)]
+            position += len(distinct)
+            results[model_id] = [translator.finish(ids, nbest) for ids, (nbest, _) in zip(distinct.values(), chunk)]
+        return results
 
     def _cancel(self, submitted: list[tuple[str, list]]) -> None:
         futures = [f for _, fs in submitted for f in fs]
         if futures:
             self.batcher.cancel(futures)
 
-    def _run_batch(self, key: BatchKey, sources: list[list[int]], want_attention: bool) -> list[list[Translation]]:
-        """The batcher's runner (worker thread): one search over one decoder batch."""
-        assert self.registry is not None
-        model = self.registry.models[key.model_id]
-        options = model.search_options(key.beam_size, key.n_best, want_attention)
-        results = model.translator.translate_ids(sources, options)
+    def _run_batch(self, key: BatchKey, sources: list[list[int]], want_attention: bool) -> list[list[Hypothesis]]:
+        """The request-level batcher's runner (worker thread): one search over one decoder batch."""
+        results = search(self._step_model(key.model_id), sources, self._search_options(key, want_attention))
         self.metrics.sentences.labels(key.model_id).inc(len(sources))
-        self.metrics.generated_tokens.labels(key.model_id).inc(sum(len(n[0].target_tokens) for n in results if n))
+        self.metrics.generated_tokens.labels(key.model_id).inc(
+            sum(len(n[0].tokens) + n[0].complete for n in results if n))
         return results
+
+    def _step_model(self, model_id: str) -> StepModel:
+        assert self.registry is not None
+        return self.registry.models[model_id].translator.model
+
+    def _search_options(self, key: BatchKey, want_attention: bool) -> SearchOptions:
+        assert self.registry is not None
+        return self.registry.models[key.model_id].search_options(key.beam_size, key.n_best, want_attention)
 
     # ---- planning and reassembly ------------------------------------------------------------------------------
 
@@ -466,6 +503,16 @@ class TranslationEngine:
         confidence = min(confidences) if confidences and None not in confidences else None
         return TextTranslation(variants[0][0], variants[0][1], alternatives, sentences, plan.source_language,
                                plan.model.id if plan.model else None, plan.detected, confidence)
+
+
+def _busy_s(stats: list[BatchStats]) -> float:
+    """Seconds during which at least one of the job's sentences was being decoded (the union of their spans)."""
+    spans = sorted((s.finished - s.inference_s, s.finished) for s in stats)
+    busy, end = 0.0, -math.inf
+    for start, stop in spans:
+        busy += max(0.0, stop - max(start, end))
+        end = max(end, stop)
+    return busy
 
 
 def _model_input(sentence: str, terms: tuple[glossary.Term, ...], language: str) -> str:

@@ -25,10 +25,13 @@ class Metrics:
                                          buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge("mt_http_requests_in_flight", "HTTP requests being handled.", registry=r)
         self.queue_wait = Histogram("mt_queue_wait_seconds", "Time a sentence waited in the queue before its batch "
-                                    "started.", buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_inference = Histogram("mt_batch_inference_seconds", "Wall time of one decoder batch.", ["model"],
+                                    "started (continuous scheduler: before it was admitted).",
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_inference = Histogram("mt_batch_inference_seconds", "Wall time of one decoder batch "
+                                         "(continuous scheduler: of one decoder step).", ["model"],
                                          buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("mt_batch_size_sentences", "Sentences per decoder batch.", ["model"],
+        self.batch_size = Histogram("mt_batch_size_sentences", "Sentences per decoder batch "
+                                    "(continuous scheduler: sentences active in a step).", ["model"],
                                     buckets=BATCH_SIZE_BUCKETS, registry=r)
         self.padding_ratio = Histogram("mt_batch_padding_ratio", "Share of padding in a batch's source tokens.",
                                        ["model"], buckets=RATIO_BUCKETS, registry=r)
@@ -36,6 +39,10 @@ class Metrics:
                                  registry=r)
         self.generated_tokens = Counter("mt_generated_tokens", "Target tokens generated (best hypotheses).",
                                         ["model"], registry=r)
+        self.active_rows = Gauge("mt_active_rows", "Decoder rows (sentences x beam) in the continuous batch.",
+                                 ["model"], registry=r)
+        self.decoder_steps = Counter("mt_decoder_steps", "Decoder calls of the continuous scheduler.", ["model"],
+                                     registry=r)
         self.queue_depth = Gauge("mt_queue_depth_sentences", "Sentences waiting for a batch.", registry=r)
         self.rejections = Counter("mt_rejections", "Requests refused or abandoned, by reason.", ["reason"],
                                   registry=r)

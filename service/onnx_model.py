@@ -10,7 +10,7 @@ import onnxruntime as ort
 import sentencepiece as spm
 
 from service.decoding import Encoded
-from service.model_card import ModelCardError, read_card, verify_files
+from service.model_card import TOP_K_INPUT, TOP_K_OUTPUTS, ModelCardError, read_card, verify_files
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,34 @@ class OnnxGraphs:
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self._decoder_inputs = {i.name for i in decoder.get_inputs()}
         self._decoder_outputs = [o.name for o in decoder.get_outputs()]
+        self.supports_top_k = TOP_K_INPUT in self._decoder_inputs  # graphs exported before it: the search sorts
 
     def encode(self, src: np.ndarray, lengths: np.ndarray) -> Encoded:
         memory, keys, mask, state = self.encoder.run(None, {"src_tokens": src, "src_lengths": lengths})
         return Encoded(memory, keys, mask, state)
 
-    def step(self, prev_tokens: np.ndarray, state: np.ndarray, encoded: Encoded):
+    def _feeds(self, prev_tokens: np.ndarray, state: np.ndarray, encoded: Encoded) -> dict[str, np.ndarray]:
         feeds = {"prev_tokens": prev_tokens, "state": state, "memory": encoded.memory,
                  "memory_keys": encoded.keys, "memory_mask": encoded.mask}
         # The exporter drops inputs a variant does not read (e.g. keys for dot attention).
-        outputs = dict(zip(self._decoder_outputs,
-                           self.decoder.run(None, {k: v for k, v in feeds.items() if k in self._decoder_inputs})))
+        return {k: v for k, v in feeds.items() if k in self._decoder_inputs}
+
+    def step(self, prev_tokens: np.ndarray, state: np.ndarray, encoded: Encoded):
+        feeds = self._feeds(prev_tokens, state, encoded)
+        if TOP_K_INPUT in self._decoder_inputs:
+            feeds[TOP_K_INPUT] = np.ones(1, np.int64)
+        wanted = [name for name in self._decoder_outputs if name not in TOP_K_OUTPUTS]
+        outputs = dict(zip(wanted, self.decoder.run(wanted, feeds)))
         return outputs["log_probs"], outputs["new_state"], outputs.get("attention")
+
+    def step_top_k(self, prev_tokens: np.ndarray, state: np.ndarray, encoded: Encoded, k: int):
+        """Like ``step``, but returns each row's k best log-probs [B, k] and tokens [B, k] (sorted, best first)
+        instead of the log-probs [B, V]: the graph's TopK finds them, and the [B, V] array stays in onnxruntime."""
+        feeds = self._feeds(prev_tokens, state, encoded)
+        feeds[TOP_K_INPUT] = np.array([k], np.int64)
+        wanted = TOP_K_OUTPUTS + [name for name in ("new_state", "attention") if name in self._decoder_outputs]
+        outputs = dict(zip(wanted, self.decoder.run(wanted, feeds)))
+        return outputs["top_log_probs"], outputs["top_tokens"], outputs["new_state"], outputs.get("attention")
 
 
 class OnnxSeq2Seq(OnnxGraphs):

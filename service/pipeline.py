@@ -49,14 +49,14 @@ class SentenceTranslator:
 
     def translate_ids(self, sources: list[list[int]], options: SearchOptions) -> list[list[Translation]]:
         """One decoder batch of pre-tokenized sources -> n-best translations per source."""
-        results = search(self.model, sources, options)
-        translations = []
-        for source, nbest in zip(sources, results):
-            source_pieces = [self.tokenizer.id_to_piece(i) for i in source]  # once per source, not per hypothesis
-            sentence = [self._translation(source_pieces, hyp) for hyp in nbest]
-            if self._detector is not None:
-                self._assess(source, sentence)
-            translations.append(sentence)
+        return [self.finish(source, nbest) for source, nbest in zip(sources, search(self.model, sources, options))]
+
+    def finish(self, source: list[int], hypotheses: list[Hypothesis]) -> list[Translation]:
+        """One source's n-best hypotheses (from the search) -> its translations."""
+        source_pieces = [self.tokenizer.id_to_piece(i) for i in source]  # once per source, not per hypothesis
+        translations = [self._translation(source_pieces, hyp) for hyp in hypotheses]
+        if self._detector is not None:
+            self._assess(source, translations)
         return translations
 
     def _assess(self, source: list[int], translations: list[Translation]) -> None:

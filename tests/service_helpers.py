@@ -18,6 +18,7 @@ import uvicorn
 
 from service.config import Settings
 from service.engine import TranslationEngine
+from service.scheduler import ContinuousBatcher
 
 
 def settings_for(models_dir: Path, **overrides) -> Settings:
@@ -83,37 +84,59 @@ def running_service(models_dir: Path, **overrides) -> Iterator[str]:
 
 
 class Gate:
-    """Stands in for a model's SentenceTranslator: holds every decoder batch until ``open()``, and records
-    the sources each batch decoded (so a test can tell which sentences were never decoded)."""
+    """Stands in for a model's step model: holds every encoder call (the start of a decoder batch, or an admission
+    to the continuous batch) until ``open()``, and records the sources each call encoded (so a test can tell which
+    sentences were never decoded)."""
 
     def __init__(self, translator) -> None:
-        self.inner = translator
+        self.translator = translator
+        self.inner = translator.model
+        self.bos_id, self.eos_id = self.inner.bos_id, self.inner.eos_id
         self._open = threading.Event()
         self.batches: list[list[list[int]]] = []
         self.entered = threading.Event()
 
-    def encode(self, sentence: str) -> list[int]:
-        return self.inner.encode(sentence)
-
-    def translate_ids(self, sources, options):
-        self.batches.append([list(s) for s in sources])
+    def encode(self, src, lengths):
+        self.batches.append([row[:n].tolist() for row, n in zip(src, lengths)])
         self.entered.set()
         if not self._open.wait(60):
             raise RuntimeError("gate never opened")
-        return self.inner.translate_ids(sources, options)
+        return self.inner.encode(src, lengths)
+
+    def step(self, prev_tokens, state, encoded):
+        return self.inner.step(prev_tokens, state, encoded)
+
+    @property
+    def supports_top_k(self) -> bool:
+        return getattr(self.inner, "supports_top_k", False)
+
+    def step_top_k(self, prev_tokens, state, encoded, k):
+        return self.inner.step_top_k(prev_tokens, state, encoded, k)
 
     def open(self) -> None:
         self._open.set()
 
     def decoded(self, sentence: str) -> bool:
-        ids = self.encode(sentence)
+        ids = self.translator.encode(sentence)
         return any(ids in batch for batch in self.batches)
 
 
 def gate(engine: TranslationEngine, model_id: str = "de-en") -> Gate:
-    model = engine.registry.models[model_id]
-    model.translator = Gate(model.translator)
-    return model.translator
+    """Put a ``Gate`` in front of the model's step model; ``ungate`` takes it away."""
+    held = Gate(engine.registry.models[model_id].translator)
+    _use_step_model(engine, model_id, held)
+    return held
+
+
+def ungate(engine: TranslationEngine, held: Gate, model_id: str = "de-en") -> None:
+    held.open()
+    _use_step_model(engine, model_id, held.inner)
+
+
+def _use_step_model(engine: TranslationEngine, model_id: str, model) -> None:
+    engine.registry.models[model_id].translator.model = model
+    if isinstance(engine.batcher, ContinuousBatcher):  # a scheduler made before holds the model it was given
+        engine.batcher.scheduler(model_id).search.model = model
 
 
 def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:

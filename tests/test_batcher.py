@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -191,10 +192,16 @@ def test_concurrent_requests_share_batches_without_changing_results(served_model
 
 # ---- over HTTP: backpressure, deadlines, disconnects -------------------------------------------------------------
 
-@pytest.fixture
-def held_server(served_models_dir):
-    """A server whose de-en decoder batches are held at a gate; yields (url, engine, gate)."""
-    engine = loaded_engine(served_models_dir, max_wait_ms=0, max_queue_sentences=2, retry_after_s=3)
+@pytest.fixture(params=["batch", "continuous"])
+def held_server(request, served_models_dir):
+    """A server whose de-en encoder calls are held at a gate, its queue full with two short sentences; yields
+    (url, engine, gate)."""
+    engine = loaded_engine(served_models_dir, scheduler=request.param, max_wait_ms=0, max_queue_sentences=2,
+                           retry_after_s=3)
+    if request.param == "continuous":  # the queue holds work (source tokens x beam), here that of two sentences
+        translator = engine.registry.models["de-en"].translator
+        engine.batcher.limits = replace(engine.batcher.limits, max_queue_work=sum(
+            len(translator.encode(s)) for s in ("Eine Katze.", "Ein Pferd.")))
     held = gate(engine)
     try:
         with serve_in_thread(create_app(engine.settings, engine)) as url:

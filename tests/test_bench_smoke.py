@@ -48,6 +48,7 @@ def test_engine_and_service_benchmarks_run(tiny_model_dir, tiny_run, corpus, tmp
     checks = run.main(["--model-dir", str(tiny_model_dir), "--run-dir", str(tiny_run), "--corpus", corpus,
                        "--sentences", "8", "--batch-sizes", "1,4", "--beams", "1,2", "--budget-s", "0.1",
                        "--gemm-sizes", "64", "--clients", "1,2", "--warmup-s", "0.2", "--duration-s", "0.5",
+                       "--scheduling-args", "--configs batch --scenarios lone --offline-budget-s 0.1",
                        "--out", str(out), "--plots", str(tmp_path / "plots")])
 
     engine = json.loads((out / "engine.json").read_text())
@@ -57,10 +58,38 @@ def test_engine_and_service_benchmarks_run(tiny_model_dir, tiny_run, corpus, tmp
     service = json.loads((out / "service.json").read_text())
     assert {(r["config"], r["clients"]) for r in service["rows"]} == {(c, n) for c in ("on", "off") for n in (1, 2)}
     assert all(r["errors"] == 0 for r in service["rows"])
-    assert len(checks) == 2  # no 32-client point in this configuration: two of the three targets apply
-    for name in ("engine.csv", "service.csv", "summary.md", "engine_throughput.png", "service.png"):
+    # No 32-client point in this configuration: two of the three service targets apply, and the lone client's
+    # target of bench.scheduling.
+    assert len(checks) == 3
+    for name in ("engine.csv", "service.csv", "scheduling.json", "summary.md", "engine_throughput.png",
+                 "service.png"):
         assert (out / name).stat().st_size > 0
+    assert "## Scheduling" in (out / "summary.md").read_text()
     assert (tmp_path / "plots" / "service.png").exists()
+
+
+def test_scheduling_benchmark_runs(tiny_model_dir, corpus, tmp_path):
+    from bench import scheduling
+
+    out = tmp_path / "scheduling"
+    summary = scheduling.main([
+        "--model-dir", str(tiny_model_dir), "--corpus", corpus, "--sentences", "16", "--configs", "batch",
+        "--beams", "1,2", "--warmup-s", "0.1", "--duration-s", "0.3", "--single-clients", "2", "--list-clients", "1",
+        "--list-size", "4", "--saturated-clients", "2", "--mixed-clients", "2", "--bulk-sentences", "40",
+        "--bulk-connections", "2", "--offline-batch-sizes", "4,8", "--offline-budget-s", "0.1", "--out", str(out)])
+
+    assert {(r["point"], r["kind"], r["beam"]) for r in summary["rows"]} == {
+        ("singles", "single", 1), ("lists", "list", 1), ("singles", "single", 2), ("lists", "list", 2),
+        ("saturated", "single", 1), ("saturated", "single", 2), ("lone", "single", 1), ("idle", "single", None),
+        ("loaded", "single", None), ("loaded", "bulk", None), ("mixed", "short", None), ("mixed", "long", None)}
+    assert all(r["errors"] == 0 for r in summary["rows"]), [r["first_error"] for r in summary["rows"]]
+    assert summary["workload"]["bulk_request"]["sentences"] == 20
+    assert summary["workload"]["mixed"]["long_tokens_mean"] >= 40
+    # Two beams of singles and saturated, and (where a request finished in so short a window) the lone client and
+    # fairness; mixed needs both schedulers.
+    assert 4 <= len(summary["targets"]) <= 6
+    for name in ("scheduling.json", "scheduling.csv", "scheduling.md"):
+        assert (out / name).stat().st_size > 0
 
 
 def test_load_test_runs_the_locust_scenario(served_models_dir, corpus, tmp_path):

@@ -13,7 +13,7 @@ from dataclasses import replace
 import httpx
 import numpy as np
 import pytest
-from service_helpers import gate, metric_value, serve_in_thread, started_engine, wait_until
+from service_helpers import gate, metric_value, serve_in_thread, started_engine, ungate, wait_until
 
 from service.api import create_app
 from service.cache import CacheKey, TranslationCache, cache_key, entry_bytes
@@ -200,12 +200,14 @@ def counters(client: httpx.Client, model: str = "de-en") -> dict[str, float]:
     text = client.get("/metrics").text
     return {"hits": metric_value(text, "mt_cache_hits_total", {"model": model}),
             "misses": metric_value(text, "mt_cache_misses_total", {"model": model}),
-            "batches": metric_value(text, "mt_batch_size_sentences_count", {"model": model}),
+            "steps": metric_value(text, "mt_decoder_steps_total", {"model": model}),
             "decoded": metric_value(text, "mt_sentences_translated_total", {"model": model})}
 
 
-def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {name: after[name] - before[name] for name in before}
+def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float | bool]:
+    change: dict[str, float | bool] = {name: after[name] - before[name] for name in before}
+    change["decoding"] = change.pop("steps") > 0  # the decoder ran
+    return change
 
 
 def engine_key(engine, sentence: str, model_id: str = "de-en", **options) -> CacheKey:
@@ -224,8 +226,8 @@ def test_a_repeated_sentence_is_answered_from_the_cache_exactly_as_decoded(servi
     hit = native(client, [text], **options)
     after_hit = counters(client)
     assert miss["translations"] == hit["translations"]  # text, scores, alternatives, attention: all equal
-    assert moved(before, after_miss) == {"hits": 0, "misses": 2, "batches": 1, "decoded": 2}
-    assert moved(after_miss, after_hit) == {"hits": 2, "misses": 0, "batches": 0, "decoded": 0}
+    assert moved(before, after_miss) == {"hits": 0, "misses": 2, "decoding": True, "decoded": 2}
+    assert moved(after_miss, after_hit) == {"hits": 2, "misses": 0, "decoding": False, "decoded": 0}
     assert hit["timing"] == {"queue_ms": 0.0, "inference_ms": 0.0}  # nothing was queued or decoded
     # The sentence alone (another text) hits as well: entries are per sentence.
     again = counters(client)
@@ -252,8 +254,7 @@ def test_cache_hits_never_reach_the_batcher(service):
         mixed = native(client, ["Ein Junge springt in einen See. Ein Vogel fliegt."])
         assert held.decoded("Ein Vogel fliegt.") and not held.decoded("Ein Junge springt in einen See.")
     finally:
-        held.open()
-        engine.registry.models["de-en"].translator = held.inner
+        ungate(engine, held)
     assert mixed["translations"][0]["text"].startswith(answer["translations"][0]["text"])
 
 
@@ -333,7 +334,7 @@ def test_size_zero_turns_the_cache_off(served_models_dir):
         before = counters(client)
         native(client, ["Ein Mann fährt Fahrrad."])
         native(client, ["Ein Mann fährt Fahrrad."])
-        assert moved(before, counters(client)) == {"hits": 0, "misses": 0, "batches": 2, "decoded": 2}
+        assert moved(before, counters(client)) == {"hits": 0, "misses": 0, "decoding": True, "decoded": 2}
         assert len(engine.cache) == 0
 
 
@@ -349,7 +350,7 @@ def test_eviction_at_capacity_over_http(served_models_dir):
         assert moved(before, counters(client))["hits"] == 2
         before = counters(client)
         native(client, [SENTENCES[0]])  # evicts the least recently used: SENTENCES[2], not the older SENTENCES[1]
-        assert moved(before, counters(client)) == {"hits": 0, "misses": 1, "batches": 1, "decoded": 1}
+        assert moved(before, counters(client)) == {"hits": 0, "misses": 1, "decoding": True, "decoded": 1}
         before = counters(client)
         native(client, [SENTENCES[1]])
         assert moved(before, counters(client))["hits"] == 1

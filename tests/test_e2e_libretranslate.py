@@ -145,10 +145,11 @@ def test_logs_are_json_lines_without_request_text(service):
 
 
 def test_sigterm_lets_in_flight_requests_finish(served_models_dir, tmp_path):
-    # A long batching wait keeps the request queued, so SIGTERM surely arrives while it is in flight, and the
-    # poll below cannot miss the queued moment on a loaded machine (1.5 s once could).
+    # A long batching wait (the request-level batcher's) keeps the request queued, so SIGTERM surely arrives while
+    # it is in flight, and the poll below cannot miss the queued moment on a loaded machine (1.5 s once could).
     texts = [f"Ein Hund rennt {n} Mal um das Haus." for n in range(8)]
-    with service_process(served_models_dir, tmp_path / "service.log", MT_MAX_WAIT_MS="10000") as (url, process):
+    with service_process(served_models_dir, tmp_path / "service.log", MT_SCHEDULER="batch",
+                         MT_MAX_WAIT_MS="10000") as (url, process):
         outcome = {}
 
         def call() -> None:

@@ -27,13 +27,17 @@ REQUESTS = 2000
 CONCURRENCY = 128
 DEADLINE_S = 10.0  # every request's deadline (MT_REQUEST_TIMEOUT_S and the native requests' timeout)
 FAST_S = DEADLINE_S / 4  # a refusal must come well before the deadline
-SETTINGS = {"max_queue_sentences": 24, "max_batch_sentences": 8, "max_wait_ms": 5, "request_timeout_s": DEADLINE_S,
-            "retry_after_s": 1}
+SETTINGS = {"request_timeout_s": DEADLINE_S, "retry_after_s": 1}
+SCHEDULERS = {  # small queues, so that the flood overflows them
+    "batch": {"max_queue_sentences": 24, "max_batch_sentences": 8, "max_wait_ms": 5},
+    # work = source tokens x beam: the reference jobs of 10 sentences < 80 characters at beam 5 fit in 2,000
+    "continuous": {"max_queue_work": 2000, "max_active_rows": 16},
+}
 
 
-@pytest.fixture(scope="module")
-def engine(served_models_dir):
-    with started_engine(served_models_dir, **SETTINGS) as engine:
+@pytest.fixture(scope="module", params=list(SCHEDULERS))
+def engine(request, served_models_dir):
+    with started_engine(served_models_dir, scheduler=request.param, **SETTINGS, **SCHEDULERS[request.param]) as engine:
         yield engine
 
 

@@ -124,28 +124,26 @@ def test_unusable_decoder_output_fails_only_its_request_with_a_clear_error(serve
     with running_service(served_models_dir, max_wait_ms=0) as url:
         import service.pipeline as pipeline
 
-        original = pipeline.SentenceTranslator.translate_ids
+        original = pipeline.SentenceTranslator.finish
 
-        def faulty(self, sources, options):
-            results = original(self, sources, options)
-            for i, ids in enumerate(sources):
-                if self.tokenizer.decode(ids[:-1]) == poisoned:
-                    if fault == "empty":
-                        results[i] = []
-                    elif fault == "nan_score":
-                        results[i] = [dataclasses.replace(t, score=float("nan")) for t in results[i]]
-                    else:
-                        results[i] = [dataclasses.replace(t, attention=t.attention * np.nan) for t in results[i]]
-            return results
+        def faulty(self, source, hypotheses):
+            results = original(self, source, hypotheses)
+            if self.tokenizer.decode(source[:-1]) != poisoned:
+                return results
+            if fault == "empty":
+                return []
+            if fault == "nan_score":
+                return [dataclasses.replace(t, score=float("nan")) for t in results]
+            return [dataclasses.replace(t, attention=t.attention * np.nan) for t in results]
 
-        pipeline.SentenceTranslator.translate_ids = faulty
+        pipeline.SentenceTranslator.finish = faulty
         try:
             bad = httpx.post(f"{url}/v1/translate", json={"texts": [poisoned], "source": "de", "target": "en",
                                                           "return_attention": True}, timeout=60)
             good = httpx.post(f"{url}/v1/translate", json={"texts": ["Eine Katze schläft."], "source": "de",
                                                            "target": "en", "return_attention": True}, timeout=60)
         finally:
-            pipeline.SentenceTranslator.translate_ids = original
+            pipeline.SentenceTranslator.finish = original
     assert bad.status_code == 500 and "produced no usable translation" in bad.json()["error"], bad.text
     assert good.status_code == 200 and good.json()["translations"][0]["text"]
 

@@ -29,7 +29,10 @@ def test_model_card_is_complete_and_files_verify(model_id):
     assert sum((model_dir / f).stat().st_size for f in card["sha256"]) <= 45 * 2**20
     vocab = card["vocabulary"]
     assert (vocab["pad_id"], vocab["unk_id"], vocab["bos_id"], vocab["eos_id"]) == (0, 1, 2, 3)
-    assert card["graphs"]["decoder"]["outputs"] == ["log_probs", "new_state", "attention"]
+    assert card["graphs"]["decoder"]["outputs"] == ["log_probs", "new_state", "attention", "top_log_probs",
+                                                    "top_tokens"]
+    decoder = OnnxSeq2Seq(model_dir, threads=1)
+    assert decoder.supports_top_k  # the search reads each row's best tokens from the graph's TopK
     assert "non-commercial" in card["training"]["licence"]
     parity = card["parity"]
     assert parity["max_abs_logprob_diff"] <= 1e-4 and parity["greedy_identical"] == parity["sentences"] >= 1014

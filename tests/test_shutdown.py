@@ -20,6 +20,8 @@ from service.engine import TranslationJob
 TEXTS = [["Ein Hund rennt.", "Eine Katze schläft."], ["Zwei Kinder spielen."], ["Ein Mann fährt Fahrrad."],
          ["Eine Frau singt ein Lied.", "Drei Hunde bellen."], ["Ein Junge springt ins Wasser."]]
 HOLD_S = 4.0  # MT_MAX_WAIT_MS: queued sentences wait this long for batch mates, so requests stay in flight
+# The request-level batcher's wait holds sentences in the queue for as long as a test needs; the continuous
+# scheduler admits at once, so its SIGTERM test keeps it busy instead (one decoder row for many sentences).
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +82,8 @@ def refused(url: str) -> bool:
 
 def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0(served_models_dir, expected, tmp_path):
     sentences = sum(len(texts) for texts in TEXTS)
-    with service_process(served_models_dir, tmp_path, MT_MAX_WAIT_MS=str(HOLD_S * 1000), MT_MAX_BATCH_SENTENCES="64",
-                         MT_SHUTDOWN_TIMEOUT_S="20") as (process, url):
+    with service_process(served_models_dir, tmp_path, MT_SCHEDULER="batch", MT_MAX_WAIT_MS=str(HOLD_S * 1000),
+                         MT_MAX_BATCH_SENTENCES="64", MT_SHUTDOWN_TIMEOUT_S="20") as (process, url):
         requests = InFlight(url, TEXTS)
         wait_until(lambda: queued(url) == sentences, "every request to be queued")
         signalled = time.monotonic()
@@ -104,8 +106,8 @@ def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0(served
 def test_shutdown_timeout_bounds_the_wait_for_requests_that_cannot_finish(served_models_dir, tmp_path):
     """With MT_SHUTDOWN_TIMEOUT_S=1 and sentences held in the queue for a minute, SIGTERM still ends the
     process (exit 0) within seconds, and the held requests get a 503 (not a hang, not a bare 500)."""
-    with service_process(served_models_dir, tmp_path, MT_MAX_WAIT_MS="60000", MT_MAX_BATCH_SENTENCES="64",
-                         MT_SHUTDOWN_TIMEOUT_S="1") as (process, url):
+    with service_process(served_models_dir, tmp_path, MT_SCHEDULER="batch", MT_MAX_WAIT_MS="60000",
+                         MT_MAX_BATCH_SENTENCES="64", MT_SHUTDOWN_TIMEOUT_S="1") as (process, url):
         requests = InFlight(url, TEXTS[:2])
         wait_until(lambda: queued(url) == 3, "the requests to be queued")
         signalled = time.monotonic()
@@ -117,6 +119,22 @@ def test_shutdown_timeout_bounds_the_wait_for_requests_that_cannot_finish(served
     for _, outcome in requests.results:
         assert outcome == (503, {"error": "the service shut down before the request was finished"}), outcome
     assert requests.retry_after == ["1"] * len(requests.results)  # MT_RETRY_AFTER_S, like every 503
+
+
+def test_sigterm_lets_the_continuous_scheduler_finish_what_it_decodes_and_queues(served_models_dir, tmp_path):
+    texts = [f"Ein Hund rennt {n} Mal um das Haus. Eine Katze schläft. Zwei Kinder spielen." for n in range(64)]
+    with service_process(served_models_dir, tmp_path, MT_SCHEDULER="continuous", MT_MAX_ACTIVE_ROWS="1",
+                         MT_SHUTDOWN_TIMEOUT_S="60") as (process, url):
+        requests = InFlight(url, [texts])
+        wait_until(lambda: queued(url) > 30, "sentences waiting behind the one decoder row")  # 66 distinct
+        process.send_signal(signal.SIGTERM)
+        requests.join(timeout=60)
+        exit_code = process.wait(timeout=60)
+    assert exit_code == 0
+    [(_, (status, translations))] = requests.results
+    assert status == 200 and len(translations) == len(texts) and all(translations)
+    log = [json.loads(line) for line in process.log.read_text().splitlines() if line.startswith("{")]
+    assert not [record for record in log if record["level"] in ("error", "critical") or "exception" in record]
 
 
 # ---- read-only root filesystem ------------------------------------------------------------------------------------

@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from service.decoding import SearchOptions, pad_batch, search
-from service.model_card import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, read_card,
-                                write_card)
+from service.model_card import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, TOP_K_INPUT,
+                                TOP_K_OUTPUTS, read_card, write_card)
 from service.onnx_model import OnnxGraphs, OnnxSeq2Seq
 from training.model import ModelConfig, Seq2Seq, count_parameters
+from training.top_k_graph import add_top_k
 from training.torch_step_model import TorchStepModel
 
 log = logging.getLogger("training.export")
@@ -88,6 +89,7 @@ def export_graphs(model: Seq2Seq, out_dir: Path) -> None:
         )
     for name in ("encoder.onnx", "decoder.onnx"):
         onnx.checker.check_model(str(out_dir / name))
+    add_top_k(out_dir / "decoder.onnx")
 
 
 def logprob_parity(model: Seq2Seq, onnx_model: OnnxGraphs, sources: list[list[int]], batch_size: int = 32,
@@ -177,7 +179,8 @@ def export_run(run_dir: Path, out_dir: Path, source: str, target: str, validatio
             "files": files,
             "graphs": {"opset": OPSET,
                        "encoder": {"inputs": ENCODER_INPUTS, "outputs": ENCODER_OUTPUTS},
-                       "decoder": {"inputs": DECODER_INPUTS, "outputs": DECODER_OUTPUTS}},
+                       "decoder": {"inputs": DECODER_INPUTS + [TOP_K_INPUT],
+                                   "outputs": DECODER_OUTPUTS + TOP_K_OUTPUTS}},
             "decoding_defaults": {"beam_size": 5, "length_penalty": 1.0, "max_length_ratio": 2.0,
                                   "max_length_offset": 10},
             "training": {**training_section(run_dir), "epochs_trained": epochs_trained or checkpoint["epoch"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.message
+from dataclasses import replace
 from typing import Any
 
 from fastapi import HTTPException, Request, Response
@@ -77,7 +78,8 @@ async def run_job(request: Request, response: Response, engine: TranslationEngin
                   beam_size=job.beam_size, n_best=job.n_best)
     if engine.settings.log_text:
         fields["text"] = job.texts
-    result = await cancel_on_disconnect(request, engine.translate(job))
+    flow = fields.get("api_key") or f"client {request.client.host if request.client else 'unknown'}"
+    result = await cancel_on_disconnect(request, engine.translate(replace(job, flow=flow)))
     fields.update(models=result.models, sentences=result.sentences, cache_hits=result.cache_hits,
                   queue_ms=round(result.queue_ms, 2), inference_ms=round(result.inference_ms, 2))
     if engine.settings.log_text:

@@ -23,10 +23,11 @@ async def live() -> HealthResponse:
             responses={503: {"model": HealthResponse, "description": "Loading, failed or shutting down"}},
             summary="Every model is loaded and warmed up")
 async def ready(engine: TranslationEngine = Depends(get_engine)) -> JSONResponse:
+    ready = engine.ready  # first: a dead scheduler turns the status to failed
     registry = engine.registry
     body = HealthResponse(status=engine.status, models=sorted(registry.models) if registry else [],
                           broken_models=registry.broken if registry else {}, error=engine.failure)
-    if engine.ready:
+    if ready:
         return JSONResponse(body.model_dump(exclude_none=True))
     return JSONResponse(body.model_dump(exclude_none=True), status_code=503,  # loading, failed, stopping: later
                         headers={"Retry-After": str(engine.settings.retry_after_s)})

@@ -1,0 +1,119 @@
+"""The steppable search (service/decoding.py StepSearch): equal to the closed-loop search it replaced, and a
+sentence's output does not depend on which sentences join or leave the batch while it decodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference_search import closed_loop_search
+
+from service.decoding import SearchOptions, StepSearch, pad_batch, search
+from service.onnx_model import OnnxSeq2Seq
+from service.pipeline import SentenceTranslator
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir) -> OnnxSeq2Seq:
+    return OnnxSeq2Seq(tiny_model_dir, threads=1)
+
+
+@pytest.fixture(scope="module")
+def val_sources(model, corpus_dir) -> list[list[int]]:
+    from training.data import load_pairs
+
+    translator = SentenceTranslator(model, model.tokenizer)
+    return [translator.encode(s) for s, _ in load_pairs(corpus_dir, "val", "de", "en", clean=False)[:120]]
+
+
+def assert_same(got, expected) -> None:
+    """Equal n-best lists: the same tokens and completeness, scores, per-token log-probs and attention within
+    float noise (a batch of another size may sum in another order)."""
+    assert len(got) == len(expected)
+    for mine, theirs in zip(got, expected):
+        assert [h.tokens for h in mine] == [h.tokens for h in theirs]
+        assert [h.complete for h in mine] == [h.complete for h in theirs]
+        for h, g in zip(mine, theirs):
+            assert h.score == pytest.approx(g.score, abs=1e-5) and h.log_prob == pytest.approx(g.log_prob, abs=1e-5)
+            np.testing.assert_allclose(h.token_log_probs, g.token_log_probs, atol=1e-5)
+            assert (h.attention is None) == (g.attention is None)
+            if h.attention is not None:
+                np.testing.assert_allclose(h.attention, g.attention, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [
+    SearchOptions(beam_size=1),
+    SearchOptions(beam_size=5, n_best=5, return_attention=True),
+    SearchOptions(beam_size=3, n_best=2, length_penalty=0.6, max_length_ratio=0.5, max_length_offset=1),
+], ids=["greedy", "beam5-nbest5-attention", "beam3-capped"])
+def test_the_stepped_search_equals_the_closed_loop_on_the_validation_set(model, val_sources, options):
+    for start in range(0, len(val_sources), 40):
+        batch = val_sources[start : start + 40]
+        assert_same(search(model, batch, options), closed_loop_search(model, batch, options))
+
+
+def options_for(index: int) -> SearchOptions:
+    """A mix: beam sizes 1-4, n-best up to the beam, attention on every other sentence."""
+    beam = 1 + index % 4
+    return SearchOptions(beam_size=beam, n_best=1 + index % beam, return_attention=index % 2 == 0)
+
+
+def test_output_is_the_same_whatever_joins_or_leaves_mid_decode(model, val_sources):
+    sources = val_sources[:48]
+    alone = [search(model, [source], options_for(i))[0] for i, source in enumerate(sources)]
+
+    stepper, got, waiting, steps = StepSearch(model), {}, list(range(len(sources))), 0
+    leavers = set(range(5, len(sources), 7))  # withdrawn after a few steps, then admitted again from scratch
+    readmit: list[int] = []
+    while waiting or readmit or len(stepper):
+        joining, waiting = waiting[:3], waiting[3:]  # a few join at every step
+        joining += readmit
+        readmit = []
+        stepper.admit([sources[i] for i in joining], [options_for(i) for i in joining],
+                      [(i, i in leavers) for i in joining])
+        steps += 1
+        if steps % 4 == 0:  # withdraw the leavers that are active; they come back with a fresh tag
+            active = {s.tag for s in stepper.sentences if s.tag[1]}
+            if active:
+                assert stepper.withdraw(active) == len(active)
+                readmit = [i for i, _ in active]
+                leavers -= set(readmit)
+        for (index, _), hypotheses in stepper.step():
+            got[index] = hypotheses
+        assert stepper.rows == sum(s.options.beam_size for s in stepper.sentences)
+    assert sorted(got) == list(range(len(sources)))
+    assert_same([got[i] for i in range(len(sources))], alone)
+
+
+def test_freed_rows_are_reused_then_compacted_away(model, val_sources):
+    stepper = StepSearch(model)
+    stepper.admit(val_sources[:3], [SearchOptions(beam_size=4, return_attention=True)] * 3, ["a", "b", "c"])
+    stepper.step()
+    assert stepper.withdraw({"b"}) == 1 and stepper.rows == 8 and stepper.capacity == 12  # b's 4 slots are free
+    stepper.admit(val_sources[3:4], [SearchOptions(beam_size=2)], ["d"])
+    assert stepper.capacity == 12 and len(stepper.free) == 2  # d took two of them
+    stepper.withdraw({"c"})
+    stepper.step()  # 6 of 12 slots in use: compacted before the decoder call
+    assert stepper.capacity == stepper.rows == 6 and stepper.encoded.memory.shape[0] == 6
+    assert stepper.withdraw({"nobody"}) == 0
+    assert set(stepper.clear()) == {"a", "d"} and stepper.rows == stepper.capacity == 0 and stepper.step() == []
+
+
+def test_the_graph_top_k_and_the_numpy_fallback_rank_alike(model, val_sources, tiny_model_dir, tmp_path):
+    from training.top_k_graph import add_top_k
+
+    assert model.supports_top_k and not add_top_k(tiny_model_dir / "decoder.onnx")  # export added it already
+    sources = val_sources[:24]
+    src_encoded = model.encode(*pad_batch(sources))
+    prev = np.full(len(sources), model.bos_id, np.int64)
+    log_probs, _, _ = model.step(prev, src_encoded.state, src_encoded)
+    values, tokens, _, _ = model.step_top_k(prev, src_encoded.state, src_encoded, 6)
+    np.testing.assert_array_equal(values, -np.sort(-log_probs, axis=1)[:, :6])
+    np.testing.assert_array_equal(np.take_along_axis(log_probs, tokens, 1), values)
+
+    options = SearchOptions(beam_size=4, n_best=2, return_attention=True)
+    with_graph = search(model, sources, options)
+    model.supports_top_k = False  # graphs exported before the TopK: the search partitions the log-probs itself
+    try:
+        assert_same(search(model, sources, options), with_graph)
+    finally:
+        model.supports_top_k = True
