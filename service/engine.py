@@ -50,6 +50,7 @@ class TranslationJob:
     timeout_s: float | None = None
     terms: tuple[glossary.Term, ...] = ()  # glossary entries and do-not-translate spans (service.glossary)
     flow: str = ""  # who is asking (API key or client): the scheduler shares the decoder fairly between flows
+    confidence: bool = False  # compute each sentence's calibrated confidence (else it is None)
 
     @property
     def decode_attention(self) -> bool:
@@ -256,8 +257,10 @@ class TranslationEngine:
                 nbest = self.cache.get(cache_key(model, ids, options))
                 if nbest is None or (job.terms and any(t.attention is None for t in nbest)):  # terms: need all
                     missing[model_id][sentence] = ids
-                else:
-                    found[model_id][sentence] = nbest
+                    continue
+                if job.confidence and any(t.signals is None for t in nbest):  # stored by a job that needed none
+                    model.translator.assess(ids, nbest)
+                found[model_id][sentence] = nbest
         return found, missing
 
     def _to_cache(self, job: TranslationJob, decoded_ids: dict[str, dict[str, list[int]]],
@@ -317,15 +320,16 @@ class TranslationEngine:
             raise
 
         if len(outcomes) > INLINE_FINISH_SENTENCES:  # keep the event loop responsive
-            results = await asyncio.to_thread(self._finish, wanted, outcomes)
+            results = await asyncio.to_thread(self._finish, wanted, outcomes, job.confidence)
         else:
-            results = self._finish(wanted, outcomes)
+            results = self._finish(wanted, outcomes, job.confidence)
         stats = [s for _, s in outcomes]
         return results, max(s.queue_s for s in stats), _busy_s(stats)
 
-    def _finish(self, wanted: dict[str, dict[str, list[int]]], outcomes: list[tuple[list[Hypothesis], BatchStats]]
-                ) -> dict[str, list[list[Translation]]]:
-        """Decoded hypotheses -> translations (text, pieces, confidence), per model in the order of ``wanted``."""
+    def _finish(self, wanted: dict[str, dict[str, list[int]]], outcomes: list[tuple[list[Hypothesis], BatchStats]],
+                confidence: bool) -> dict[str, list[list[Translation]]]:
+        """Decoded hypotheses -> translations (text, pieces, and the confidence if asked for), per model in the
+        order of ``wanted``."""
         assert self.registry is not None
         results: dict[str, list[list[Translation]]] = {}
         position = 0
@@ -333,7 +337,8 @@ class TranslationEngine:
             translator = self.registry.models[model_id].translator
             chunk = outcomes[position : position + len(distinct)]
             position += len(distinct)
-            results[model_id] = [translator.finish(ids, nbest) for ids, (nbest, _) in zip(distinct.values(), chunk)]
+            results[model_id] = [translator.finish(ids, nbest, confidence)
+                                 for ids, (nbest, _) in zip(distinct.values(), chunk)]
         return results
 
     def _cancel(self, submitted: list[tuple[str, list]]) -> None:

@@ -51,16 +51,20 @@ class SentenceTranslator:
         """One decoder batch of pre-tokenized sources -> n-best translations per source."""
         return [self.finish(source, nbest) for source, nbest in zip(sources, search(self.model, sources, options))]
 
-    def finish(self, source: list[int], hypotheses: list[Hypothesis]) -> list[Translation]:
-        """One source's n-best hypotheses (from the search) -> its translations."""
+    def finish(self, source: list[int], hypotheses: list[Hypothesis], assess: bool = True) -> list[Translation]:
+        """One source's n-best hypotheses (from the search) -> its translations, with their signals and confidence
+        when ``assess`` (they cost a language-identification pass over the source)."""
         source_pieces = [self.tokenizer.id_to_piece(i) for i in source]  # once per source, not per hypothesis
         translations = [self._translation(source_pieces, hyp) for hyp in hypotheses]
-        if self._detector is not None:
-            self._assess(source, translations)
+        if assess:
+            self.assess(source, translations)
         return translations
 
-    def _assess(self, source: list[int], translations: list[Translation]) -> None:
-        """Fill in the signals (and confidence) of one source's n-best translations."""
+    def assess(self, source: list[int], translations: list[Translation]) -> None:
+        """Fill in the signals (and confidence) of one source's n-best translations; nothing without a source
+        language."""
+        if self._detector is None:
+            return
         ids = source[:-1] if source and source[-1] == self.model.eos_id else source
         text = self.tokenizer.decode(ids)
         language = source_language_log_prob(text, self.source_language, self._detector)

@@ -66,7 +66,10 @@ class _Item:
 
 @dataclass(eq=False)
 class _Request:
+    """One ``submit``: its waiting sentences, all with the same deadline."""
+
     items: deque[_Item]
+    deadline: float
 
 
 class ModelScheduler:
@@ -86,6 +89,7 @@ class ModelScheduler:
         self._waiting_work = 0
         self._withdrawn: set[_Item] = set()  # active items to drop at the next step (cancelled)
         self._active: dict[_Item, None] = {}  # admitted, not finished (insertion-ordered set)
+        self._next_deadline = math.inf  # the earliest deadline of an active item
         self._stopping = False
         self._failure: str | None = None
         self._thread: threading.Thread | None = None
@@ -119,7 +123,7 @@ class ModelScheduler:
                 raise BatcherStopped("shutting down" if self._stopping else f"scheduler failed: {self._failure}")
             if self._waiting_work + total > self.limits.max_queue_work and (self._waiting or self._active):
                 raise QueueFull(self._retry_after_locked(total))
-            self._flows.setdefault(flow, deque()).append(_Request(deque(items)))
+            self._flows.setdefault(flow, deque()).append(_Request(deque(items), deadline))
             self._waiting += len(items)
             self._waiting_work += total
             self._count_waiting(len(items))
@@ -202,7 +206,11 @@ class ModelScheduler:
     def _due_withdrawals_locked(self) -> list[_Item]:
         """Active items cancelled or past their deadline (failed here), and expired waiting ones (failed too)."""
         now = self._clock()
-        due = [item for item in self._active if item in self._withdrawn or item.deadline <= now]
+        due: list[_Item] = []
+        if self._withdrawn or now >= self._next_deadline:  # else nothing active is due: skip the scan
+            due = [item for item in self._active if item in self._withdrawn or item.deadline <= now]
+            going_on = self._active.keys() - set(due)
+            self._next_deadline = min((item.deadline for item in going_on), default=math.inf)
         for item in due:
             del self._active[item]
             if not item.future.done():
@@ -212,17 +220,15 @@ class ModelScheduler:
                 self._metrics.dropped_sentences.labels("deadline").inc()
         self._withdrawn.clear()
         for flow, requests in list(self._flows.items()):
-            for request in list(requests):
-                expired = [item for item in request.items if item.deadline <= now]
+            for request in [r for r in requests if r.deadline <= now]:
+                expired, request.items = request.items, deque()
                 for item in expired:
-                    request.items.remove(item)
                     self._unqueue_locked(item)
                     if item.future.set_running_or_notify_cancel():
                         item.future.set_exception(DeadlineExceeded("deadline passed while queued"))
                     if self._metrics:
                         self._metrics.dropped_sentences.labels("deadline").inc()
-                if not request.items:
-                    requests.remove(request)
+                requests.remove(request)
             if not requests:
                 del self._flows[flow]
         return due
@@ -270,6 +276,7 @@ class ModelScheduler:
         with self._cond:
             for item in items:
                 self._active[item] = None
+            self._next_deadline = min(self._next_deadline, min(item.deadline for item in items))
         if self._metrics:
             for item in items:
                 self._metrics.queue_wait.observe(item.admitted - item.enqueued)

@@ -441,7 +441,7 @@ def test_markup_in_a_translation_is_escaped(models_dir):
         def encode(self, sentence):
             return self.inner.encode(sentence)
 
-        def finish(self, source, hypotheses):
+        def finish(self, source, hypotheses, assess=True):
             return [Translation(evil, -1.0, [], [], None)]
 
     import asyncio

@@ -102,3 +102,17 @@ def test_a_broken_confidence_section_makes_the_model_broken(calibrated_models, t
     verified, broken = verify_models(settings_for(root, skip_broken_models=True))
     assert [v.path.name for v in verified] == ["en-de"]
     assert "confidence.model" in broken["de-en"]
+
+
+def test_a_sentence_cached_without_confidence_gets_it_when_a_later_request_asks(calibrated_models):
+    """Confidence is computed only for requests that want it; a cache entry stored by one that did not is
+    assessed when it is hit by one that does, to the same value an uncached request gets."""
+    with running_service(calibrated_models) as uncached:
+        expected = translate(uncached, texts=[GERMAN], return_confidence=True).json()["translations"][0]
+    with running_service(calibrated_models, cache_size=100) as cached:
+        plain = translate(cached, texts=[GERMAN]).json()["translations"][0]
+        assert "confidence" not in plain
+        hit = translate(cached, texts=[GERMAN], return_confidence=True).json()["translations"][0]
+        metrics = httpx.get(f"{cached}/metrics").text
+    assert "mt_cache_hits_total{model=\"de-en\"} 1.0" in metrics
+    assert hit["confidence"] == expected["confidence"] is not None

@@ -126,8 +126,8 @@ def test_unusable_decoder_output_fails_only_its_request_with_a_clear_error(serve
 
         original = pipeline.SentenceTranslator.finish
 
-        def faulty(self, source, hypotheses):
-            results = original(self, source, hypotheses)
+        def faulty(self, source, hypotheses, assess=True):
+            results = original(self, source, hypotheses, assess)
             if self.tokenizer.decode(source[:-1]) != poisoned:
                 return results
             if fault == "empty":

@@ -20,11 +20,13 @@ class ClientDisconnected(Exception):
     """The client closed the connection before its response was ready."""
 
 
-def get_engine(request: Request) -> TranslationEngine:
+# Dependencies are coroutines: FastAPI runs a plain function dependency in its thread pool, a round trip between
+# threads that cost more per request than the lookup itself.
+async def get_engine(request: Request) -> TranslationEngine:
     return request.app.state.engine
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 

@@ -38,10 +38,11 @@ async def translate(body: TranslateRequest, request: Request, response: Response
         terms = terms_of(body.glossary, body.do_not_translate)
     except GlossaryError as error:
         raise InvalidJob(str(error)) from error
-    job = TranslationJob(body.texts, body.source, body.target, body.format, body.beam_size, body.n_best,
-                         body.return_attention or body.return_alignment, body.timeout, terms)
-    result = await run_job(request, response, engine, job)
     threshold = body.min_confidence if body.min_confidence is not None else engine.settings.min_confidence
+    job = TranslationJob(body.texts, body.source, body.target, body.format, body.beam_size, body.n_best,
+                         body.return_attention or body.return_alignment, body.timeout, terms,
+                         confidence=body.return_confidence or threshold is not None)
+    result = await run_job(request, response, engine, job)
     if body.return_confidence or body.min_confidence is not None:
         uncalibrated = sorted({t.model_id for t in result.translations if t.model_id and t.confidence is None})
         if uncalibrated:
