@@ -262,10 +262,15 @@ class StepSearch:
         done = np.zeros(len(self.sentences), dtype=bool)
         events: list[tuple[int, int, int, float]] = []  # (sentence, parent slot, token, score) of finished hyps
 
-        for beam in np.unique(beams).tolist():
-            members = np.flatnonzero(beams == beam)  # sentences with this beam size
+        one_size = bool((beams == beams[0]).all())
+        for beam in [int(beams[0])] if one_size else np.unique(beams).tolist():
+            members = np.arange(len(beams)) if one_size else np.flatnonzero(beams == beam)  # this beam size
             slots = self.slots[offsets[members][:, None] + np.arange(beam)]  # [n, beam]
             rows = slots.reshape(-1)
+            if beam == 1:  # greedy: each sentence's best token, the same rule without ranking candidates
+                self._greedy_step(members, rows, row_values[rows, 0], row_tokens[rows, 0], steps, done, events,
+                                  new_token, new_score)
+                continue
             parent_beam, token, top_scores = _best_candidates(
                 self.scores[slots], row_values[rows, : 2 * beam], row_tokens[rows, : 2 * beam], 2 * beam)
             by_sentence = np.arange(len(members))[:, None]  # fancy-index rows: cheaper than take_along_axis
@@ -318,6 +323,21 @@ class StepSearch:
         if retired:
             self._keep_sentences(~done)
         return retired
+
+    def _greedy_step(self, members: np.ndarray, rows: np.ndarray, best_values: np.ndarray, best_tokens: np.ndarray,
+                     steps: np.ndarray, done: np.ndarray, events: list, new_token: np.ndarray,
+                     new_score: np.ndarray) -> None:
+        """``step`` for the sentences ``members`` of beam 1 (slots ``rows``): the best token ends the sentence
+        (</s> or the length limit) or continues it on the same slot."""
+        score = self.scores[rows] + best_values.astype(np.float64)
+        valid = score > -np.inf
+        finishing = valid & ((best_tokens == self.model.eos_id) | (steps[members] >= self.limits[members]))
+        self.finished_counts[members] += finishing
+        done[members] = finishing | ~valid
+        for i in np.flatnonzero(finishing).tolist():
+            events.append((int(members[i]), int(rows[i]), int(best_tokens[i]), float(score[i])))
+        new_token[rows] = best_tokens
+        new_score[rows] = score
 
     def _decode(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """One decoder call: each slot's ``k`` best log-probs [C, k] and tokens [C, k] (best first, ties by the

@@ -53,6 +53,9 @@ class OnnxGraphs:
         self._decoder_inputs = {i.name for i in decoder.get_inputs()}
         self._decoder_outputs = [o.name for o in decoder.get_outputs()]
         self.supports_top_k = TOP_K_INPUT in self._decoder_inputs  # graphs exported before it: the search sorts
+        self._top_k_outputs = TOP_K_OUTPUTS + [name for name in ("new_state", "attention")
+                                               if name in self._decoder_outputs]
+        self._top_k_sizes: dict[int, np.ndarray] = {}
 
     def encode(self, src: np.ndarray, lengths: np.ndarray) -> Encoded:
         memory, keys, mask, state = self.encoder.run(None, {"src_tokens": src, "src_lengths": lengths})
@@ -76,10 +79,9 @@ class OnnxGraphs:
         """Like ``step``, but returns each row's k best log-probs [B, k] and tokens [B, k] (sorted, best first)
         instead of the log-probs [B, V]: the graph's TopK finds them, and the [B, V] array stays in onnxruntime."""
         feeds = self._feeds(prev_tokens, state, encoded)
-        feeds[TOP_K_INPUT] = np.array([k], np.int64)
-        wanted = TOP_K_OUTPUTS + [name for name in ("new_state", "attention") if name in self._decoder_outputs]
-        outputs = dict(zip(wanted, self.decoder.run(wanted, feeds)))
-        return outputs["top_log_probs"], outputs["top_tokens"], outputs["new_state"], outputs.get("attention")
+        feeds[TOP_K_INPUT] = self._top_k_sizes.setdefault(k, np.array([k], np.int64))
+        values, tokens, new_state, *attention = self.decoder.run(self._top_k_outputs, feeds)
+        return values, tokens, new_state, attention[0] if attention else None
 
 
 class OnnxSeq2Seq(OnnxGraphs):
