@@ -17,13 +17,15 @@ COPY requirements/serve.in constraints.txt /tmp/requirements/
 RUN /opt/venv/bin/python -m pip install -r /tmp/requirements/serve.in -c /tmp/requirements/constraints.txt \
     && /opt/venv/bin/python -m pip uninstall --yes setuptools pip \
     && /opt/venv/bin/python -c "import importlib.util as u; assert not u.find_spec('torch'), 'torch in the serving image'"
+COPY inference/ /app/inference/
 COPY service/ /app/service/
-RUN /opt/venv/bin/python -m compileall -q /app/service
+RUN /opt/venv/bin/python -m compileall -q /app/inference /app/service
 
 FROM ${BASE_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 mt \
     && useradd --system --uid 10001 --gid mt --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin mt
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /app/inference /app/inference
 COPY --from=build /app/service /app/service
 COPY models/ /app/models/
 WORKDIR /app

@@ -28,10 +28,10 @@ import sentencepiece as spm
 
 from bench.common import (bridge_flops, decoder_step_flops, default_corpus, encoder_flops_per_token, gemm_gflops,
                           load_sentences, machine, markdown_table, write_csv)
-from service.decoding import SearchOptions
-from service.model_card import read_card
-from service.onnx_model import OnnxSeq2Seq
-from service.pipeline import SentenceTranslator
+from inference.search import SearchOptions
+from inference.card import read_card
+from inference.onnx_model import OnnxSeq2Seq
+from inference.translator import SentenceTranslator
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from bench.common import default_corpus, load_sentences, machine, markdown_table, write_csv
 from loadtest.server import ServiceProcess, models_folder
-from service.model_card import read_card
+from inference.card import read_card
 
 CONFIGS = {
     "on": {},  # the service's defaults (the continuous scheduler, MT_MAX_ACTIVE_ROWS=128)

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import default_corpus, load_sentences, machine
-from service.decoding import SearchOptions, StepSearch
-from service.model_card import read_card
-from service.onnx_model import OnnxSeq2Seq
-from service.pipeline import SentenceTranslator
+from inference.search import SearchOptions, StepSearch
+from inference.card import read_card
+from inference.onnx_model import OnnxSeq2Seq
+from inference.translator import SentenceTranslator
 
 
 class TimedModel:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.language_id import LanguageDetector  # noqa: E402
+from inference.language_id import LanguageDetector  # noqa: E402
 
 
 def default_mirror() -> Path:

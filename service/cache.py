@@ -30,9 +30,9 @@ from typing import Protocol
 
 import numpy as np
 
-from service.decoding import SearchOptions
+from inference.search import SearchOptions
 from service.metrics import Metrics
-from service.pipeline import Translation
+from inference.translator import Translation
 
 
 class CachedModel(Protocol):

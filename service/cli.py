@@ -30,7 +30,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from service.api import create_app
     from service.auth import ApiKeyConfigError
-    from service.onnx_model import resolve_providers
+    from inference.onnx_model import resolve_providers
     from service.registry import ModelLoadError, verify_models
 
     updates = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}

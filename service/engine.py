@@ -16,16 +16,17 @@ from typing import Literal
 
 import numpy as np
 
-from service import glossary, htmltext, languages
+from inference import languages
+from service import glossary, htmltext
 from service.alignment import align
 from service.batcher import BatcherStopped, BatchKey, BatchLimits, BatchStats, DeadlineExceeded, DynamicBatcher, QueueFull
 from service.cache import TranslationCache, cache_key
 from service.config import Settings
-from service.decoding import Hypothesis, SearchOptions, StepModel, search
+from inference.search import Hypothesis, SearchOptions, StepModel, search
 from service.errors import BadModelOutput, InvalidJob, JobTimeout, NotReady, Overloaded, ShuttingDown
-from service.language_id import Detection, LanguageDetector, known_languages
+from inference.language_id import Detection, LanguageDetector, known_languages
 from service.metrics import Metrics
-from service.pipeline import Translation
+from inference.translator import Translation
 from service.registry import LoadedModel, ModelRegistry, VerifiedModel, load_models, verify_models
 from service.scheduler import ContinuousBatcher, SchedulerLimits, work
 from service.segmenter import Piece, join, keep_together, segment

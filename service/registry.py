@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from service.confidence import ConfidenceModel
+from inference.confidence import ConfidenceModel
 from service.config import Settings
-from service.decoding import SearchOptions
-from service.model_card import CARD_NAME, ModelCardError, read_card, verify_files
-from service.onnx_model import OnnxSeq2Seq, resolve_providers
-from service.pipeline import SentenceTranslator
+from inference.search import SearchOptions
+from inference.card import CARD_NAME, ModelCardError, read_card, verify_files
+from inference.onnx_model import OnnxSeq2Seq, resolve_providers
+from inference.translator import SentenceTranslator
 
 log = logging.getLogger(__name__)
 

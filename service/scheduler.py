@@ -28,7 +28,7 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 
 from service.batcher import BatcherStopped, BatchKey, BatchStats, DeadlineExceeded, QueueFull
-from service.decoding import SearchOptions, StepModel, StepSearch
+from inference.search import SearchOptions, StepModel, StepSearch
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)

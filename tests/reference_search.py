@@ -1,4 +1,4 @@
-"""The closed-loop batched search as it was before the steppable search (service/decoding.py), kept as the
+"""The closed-loop batched search as it was before the steppable search (inference/search.py), kept as the
 oracle the steppable search is tested against: same options, same pruning, one search per batch."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.decoding import Hypothesis, SearchOptions, StepModel, _normalized, pad_batch
+from inference.search import Hypothesis, SearchOptions, StepModel, _normalized, pad_batch
 
 
 def _top_k(candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

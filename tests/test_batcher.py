@@ -13,7 +13,7 @@ from service_helpers import gate, loaded_engine, metric_value, serve_in_thread, 
 
 from service.api import create_app
 from service.batcher import BatcherStopped, BatchKey, BatchLimits, DeadlineExceeded, DynamicBatcher, QueueFull
-from service.decoding import SearchOptions
+from inference.search import SearchOptions
 from service.engine import TranslationJob
 
 FAR = 1e12  # a deadline that never passes

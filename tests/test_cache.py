@@ -18,9 +18,9 @@ from service_helpers import gate, metric_value, serve_in_thread, started_engine,
 from service.api import create_app
 from service.cache import CacheKey, TranslationCache, cache_key, entry_bytes
 from service.config import Settings, SettingsError, load_settings
-from service.decoding import SearchOptions
+from inference.search import SearchOptions
 from service.metrics import Metrics
-from service.pipeline import Translation
+from inference.translator import Translation
 
 SENTENCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau singt.",
              "Ein Junge springt in einen See.", "Drei Männer stehen vor einem Gebäude.", "Leute sitzen im Park."]

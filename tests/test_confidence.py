@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from service.confidence import SIGNALS, ConfidenceModel, detector_for, signals, source_language_log_prob
-from service.decoding import SearchOptions
-from service.model_card import read_card
-from service.onnx_model import OnnxSeq2Seq
-from service.pipeline import SentenceTranslator
+from inference.confidence import SIGNALS, ConfidenceModel, detector_for, signals, source_language_log_prob
+from inference.search import SearchOptions
+from inference.card import read_card
+from inference.onnx_model import OnnxSeq2Seq
+from inference.translator import SentenceTranslator
 from training.calibrate import calibrate, deciles, expected_calibration_error, random_strings
 
 SENTENCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.",

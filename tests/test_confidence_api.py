@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from service_helpers import running_service
 
-from service.confidence import SIGNALS, ConfidenceModel
+from inference.confidence import SIGNALS, ConfidenceModel
 
 GERMAN = "Ein Mann fährt Fahrrad."
 FRENCH = "Deux chiens jouent dans la neige devant une maison."

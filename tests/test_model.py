@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from service.decoding import SearchOptions, search
+from inference.search import SearchOptions, search
 from training.model import ModelConfig, Seq2Seq
 from training.torch_step_model import TorchStepModel
 

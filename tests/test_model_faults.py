@@ -14,7 +14,7 @@ import pytest
 from service_helpers import serve_in_thread, settings_for, wait_until
 
 from service.api import create_app
-from service.model_card import read_card, write_card
+from inference.card import read_card, write_card
 from service.registry import ModelLoadError, verify_models
 
 
@@ -122,7 +122,7 @@ def test_unusable_decoder_output_fails_only_its_request_with_a_clear_error(serve
 
     poisoned = "Ein Hund rennt."
     with running_service(served_models_dir, max_wait_ms=0) as url:
-        import service.pipeline as pipeline
+        import inference.translator as pipeline
 
         original = pipeline.SentenceTranslator.finish
 

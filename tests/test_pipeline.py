@@ -9,10 +9,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.decoding import SearchOptions
-from service.model_card import read_card, verify_files
-from service.onnx_model import OnnxGraphs, OnnxSeq2Seq
-from service.pipeline import SentenceTranslator
+from inference.search import SearchOptions
+from inference.card import read_card, verify_files
+from inference.onnx_model import OnnxGraphs, OnnxSeq2Seq
+from inference.translator import SentenceTranslator
 from training.export import export_graphs, greedy_agreement, logprob_parity
 from training.model import ModelConfig, Seq2Seq
 

@@ -14,7 +14,7 @@ from service_helpers import loaded_engine, serve_in_thread, wait_until
 
 from service.api import create_app
 from service.batcher import BatcherStopped, DeadlineExceeded, QueueFull
-from service.decoding import Encoded, SearchOptions
+from inference.search import Encoded, SearchOptions
 from service.engine import TranslationJob
 from service.scheduler import ModelScheduler, SchedulerLimits
 

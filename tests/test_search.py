@@ -1,13 +1,13 @@
-"""The shared search (service/decoding.py) on the exported tiny model and on hand-made step models."""
+"""The shared search (inference/search.py) on the exported tiny model and on hand-made step models."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from service.decoding import Encoded, SearchOptions, search
-from service.onnx_model import OnnxSeq2Seq
-from service.pipeline import SentenceTranslator
+from inference.search import Encoded, SearchOptions, search
+from inference.onnx_model import OnnxSeq2Seq
+from inference.translator import SentenceTranslator
 
 
 @pytest.fixture(scope="module")

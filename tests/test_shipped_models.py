@@ -2,11 +2,11 @@
 
 import pytest
 
-from service.decoding import SearchOptions
-from service.model_card import read_card, verify_files
-from service.onnx_model import OnnxSeq2Seq
-from service.confidence import ConfidenceModel
-from service.pipeline import SentenceTranslator
+from inference.search import SearchOptions
+from inference.card import read_card, verify_files
+from inference.onnx_model import OnnxSeq2Seq
+from inference.confidence import ConfidenceModel
+from inference.translator import SentenceTranslator
 from tests.conftest import MODELS
 
 SHIPPED = ["de-en", "en-de"]

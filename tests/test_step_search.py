@@ -1,4 +1,4 @@
-"""The steppable search (service/decoding.py StepSearch): equal to the closed-loop search it replaced, and a
+"""The steppable search (inference/search.py StepSearch): equal to the closed-loop search it replaced, and a
 sentence's output does not depend on which sentences join or leave the batch while it decodes."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from reference_search import closed_loop_search
 
-from service.decoding import SearchOptions, StepSearch, pad_batch, search
-from service.onnx_model import OnnxSeq2Seq
-from service.pipeline import SentenceTranslator
+from inference.search import SearchOptions, StepSearch, pad_batch, search
+from inference.onnx_model import OnnxSeq2Seq
+from inference.translator import SentenceTranslator
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, multi30k_mirror
 
 from service import htmltext
-from service.language_id import LanguageDetector
+from inference.language_id import LanguageDetector
 from service.segmenter import join, segment, sentences
 
 

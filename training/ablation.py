@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from service.decoding import SearchOptions
-from service.pipeline import SentenceTranslator
+from inference.search import SearchOptions
+from inference.translator import SentenceTranslator
 from training.batching import collate
 from training.config import load_config
 from training.data import clean_pairs, fetch_multi30k, load_pairs, read_split

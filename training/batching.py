@@ -6,7 +6,7 @@ import random
 
 import torch
 
-from service.decoding import pad_batch
+from inference.search import pad_batch
 
 
 def token_batches(

@@ -6,7 +6,7 @@ Calibration data: the model's validation sets, plus inputs the model should dist
 captions in its other languages (French and Czech for a German model; their references are the captions in
 the target language, so a bad translation gets the low sentence chrF it deserves) when the recipe uses
 Multi30k, and seeded random strings (quality 0). A logistic regression (scikit-learn) over
-``service.confidence.SIGNALS`` predicts sentence chrF >= 50. The fit is then measured on the test sets and
+``inference.confidence.SIGNALS`` predicts sentence chrF >= 50. The fit is then measured on the test sets and
 on test-time inputs of the same kinds: Spearman correlation with sentence chrF, ROC AUC for chrF >= 50,
 ROC AUC against each kind of foreign input, expected calibration error, and quality by confidence decile,
 each beside the baseline (the mean token log-probability alone).
@@ -26,11 +26,11 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from service.confidence import GOOD_CHRF, SIGNALS, ConfidenceModel
-from service.decoding import SearchOptions
-from service.model_card import write_card
-from service.onnx_model import OnnxSeq2Seq
-from service.pipeline import SentenceTranslator
+from inference.confidence import GOOD_CHRF, SIGNALS, ConfidenceModel
+from inference.search import SearchOptions
+from inference.card import write_card
+from inference.onnx_model import OnnxSeq2Seq
+from inference.translator import SentenceTranslator
 from training.data import LANGUAGES as MULTI30K_LANGUAGES
 from training.data import fetch_multi30k, read_split
 from training.evaluate import evaluation_sets

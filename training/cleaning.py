@@ -65,8 +65,8 @@ class LanguageFilter:
     """Is a sentence in the language it claims to be? (py3langid among every language the service names)."""
 
     def __init__(self, rules: CleaningRules) -> None:
-        from service.language_id import LanguageDetector, known_languages
-        from service.languages import NAMES
+        from inference.language_id import LanguageDetector, known_languages
+        from inference.languages import NAMES
 
         self.rules = rules
         self.detector = LanguageDetector(sorted(set(NAMES) & known_languages()))

@@ -27,7 +27,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from service.languages import NAMES
+from inference.languages import NAMES
 
 FORMATS = ("tsv", "csv", "moses", "jsonl", "tmx")
 _DEFAULTED_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-([^}]*)\}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import iterparse
 
-from service.languages import normalize_code
+from inference.languages import normalize_code
 
 
 class CorpusError(RuntimeError):

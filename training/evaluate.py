@@ -17,10 +17,10 @@ from pathlib import Path
 
 from sacrebleu.metrics import BLEU, CHRF
 
-from service.decoding import SearchOptions
-from service.model_card import write_card
-from service.onnx_model import OnnxSeq2Seq
-from service.pipeline import SentenceTranslator
+from inference.search import SearchOptions
+from inference.card import write_card
+from inference.onnx_model import OnnxSeq2Seq
+from inference.translator import SentenceTranslator
 from training.cleaning import CleaningRules
 from training.corpus_config import parse_sources
 from training.datasets import prepare_data

@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from service.model_card import DECODER_INPUTS, DECODER_OUTPUTS, TOP_K_INPUT, TOP_K_OUTPUTS, read_card, write_card
+from inference.card import DECODER_INPUTS, DECODER_OUTPUTS, TOP_K_INPUT, TOP_K_OUTPUTS, read_card, write_card
 
 log = logging.getLogger("training.top_k_graph")
 

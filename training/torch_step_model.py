@@ -1,11 +1,11 @@
-"""Adapter that lets the shared search code (service.decoding) drive a PyTorch Seq2Seq."""
+"""Adapter that lets the shared search code (inference.search) drive a PyTorch Seq2Seq."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from service.decoding import Encoded
+from inference.search import Encoded
 from training.model import Seq2Seq
 
 

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from service.decoding import SearchOptions
-from service.pipeline import SentenceTranslator
+from inference.search import SearchOptions
+from inference.translator import SentenceTranslator
 from training.batching import collate, token_batches
 from training.config import RunConfig, load_config
 from training.distributed import (DistContext, all_sum, barrier, broadcast, init_distributed, ranks_in_sync, shard,

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from service import languages
+from inference import languages
 from service.api.deps import check_api_key, get_engine, run_job
 from service.api.params import Upload, api_key_param, read_params, text_param
 from service.api.schemas import (

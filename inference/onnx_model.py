@@ -9,8 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import sentencepiece as spm
 
-from service.decoding import Encoded
-from service.model_card import TOP_K_INPUT, TOP_K_OUTPUTS, ModelCardError, read_card, verify_files
+from inference.search import Encoded
+from inference.card import TOP_K_INPUT, TOP_K_OUTPUTS, ModelCardError, read_card, verify_files
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
 
 
 class OnnxGraphs:
-    """Implements ``service.decoding.StepModel`` over an encoder and a decoder-step onnxruntime session."""
+    """Implements ``inference.search.StepModel`` over an encoder and a decoder-step onnxruntime session."""
 
     def __init__(self, encoder: ort.InferenceSession, decoder: ort.InferenceSession, bos_id: int, eos_id: int,
                  pad_id: int = 0) -> None:

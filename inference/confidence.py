@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.language_id import LanguageDetector
+from inference.language_id import LanguageDetector
 
 GOOD_CHRF = 50.0
 SIGNALS = ("mean_log_prob", "min_log_prob", "length_ratio", "pieces_per_char", "unknown_rate",

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import sentencepiece as spm
 
-from service.confidence import ConfidenceModel, detector_for, signals, source_language_log_prob
-from service.decoding import Hypothesis, SearchOptions, StepModel, search
+from inference.confidence import ConfidenceModel, detector_for, signals, source_language_log_prob
+from inference.search import Hypothesis, SearchOptions, StepModel, search
 
 
 @dataclass
