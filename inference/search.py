@@ -187,8 +187,8 @@ class StepSearch:
             self._widen(fresh.mask.shape[1], fresh)
         if len(self.free) < rows:
             self._grow(rows - len(self.free), fresh)
-        slots = np.array(sorted(self.free)[:rows], dtype=np.int64)
-        self.free = sorted(set(self.free) - set(slots.tolist()))
+        free = sorted(self.free)
+        slots, self.free = np.array(free[:rows], dtype=np.int64), free[rows:]
         owner = np.repeat(np.arange(len(sources)), beams)  # newcomer of each new slot
         first = np.zeros(rows, dtype=bool)
         first[np.cumsum(beams) - beams] = True  # each sentence starts from one live beam, the others dead
@@ -203,12 +203,11 @@ class StepSearch:
         self.scores[slots] = np.where(first, 0.0, -np.inf)
         if self.attention is None and any(o.return_attention for o in options):
             self.attention = np.zeros((self.capacity, self.tokens.shape[1], self.width), np.float32)
-        self.sentences.extend(_Sentence(tag, o, int(n), o.max_length(int(n)))
-                              for tag, o, n in zip(tags, options, lengths))
+        newcomers = [_Sentence(tag, o, int(n), o.max_length(int(n))) for tag, o, n in zip(tags, options, lengths)]
+        self.sentences.extend(newcomers)
         self.beams = np.concatenate([self.beams, beams])
         self.steps = np.concatenate([self.steps, np.zeros(len(sources), np.int64)])
-        self.limits = np.concatenate([self.limits, [s.max_length for s in self.sentences[-len(sources):]]]).astype(
-            np.int64)
+        self.limits = np.concatenate([self.limits, np.array([s.max_length for s in newcomers], np.int64)])
         self.finished_counts = np.concatenate([self.finished_counts, np.zeros(len(sources), np.int64)])
         self.source_lengths = np.concatenate([self.source_lengths, lengths])
         self.slots = np.concatenate([self.slots, slots])

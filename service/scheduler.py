@@ -184,7 +184,7 @@ class ModelScheduler:
                 with self._cond:
                     while not self._waiting and not self._active and not self._stopping:
                         self._cond.wait()
-                    if self._stopping and self._thread_should_exit_locked():
+                    if self._stopping and not self._waiting and not self._active:
                         return
                     withdrawn = self._due_withdrawals_locked()
                     newcomers = self._admit_locked()
@@ -199,9 +199,6 @@ class ModelScheduler:
             with self._cond:
                 self._failure = repr(error)
             self.stop(0)
-
-    def _thread_should_exit_locked(self) -> bool:
-        return not self._waiting and not self._active
 
     def _due_withdrawals_locked(self) -> list[_Item]:
         """Active items cancelled or past their deadline (failed here), and expired waiting ones (failed too)."""
@@ -304,13 +301,11 @@ class ModelScheduler:
             with self._cond:
                 for item, _ in finished:
                     self._active.pop(item, None)
-            done_work = 0
             for item, hypotheses in finished:
-                done_work += item.work
                 if not item.future.done():
                     item.future.set_result((hypotheses, BatchStats(item.admitted - item.enqueued, now - item.admitted,
                                                                    self._steps, sentences, now)))
-            self._observe_work(done_work, now - started, sentences)
+        self._observe_work(sum(item.work for item, _ in finished), now - started)
         if self._metrics:
             m = self._metrics
             m.batch_inference.labels(self.model_id).observe(now - started)
@@ -323,8 +318,8 @@ class ModelScheduler:
                 m.generated_tokens.labels(self.model_id).inc(
                     sum(len(h[0].tokens) + h[0].complete for _, h in finished if h))
 
-    def _observe_work(self, done_work: int, step_s: float, sentences: int) -> None:
-        """Moving average of finished work per second (a step's share: it finished ``done_work`` units)."""
+    def _observe_work(self, done_work: int, step_s: float) -> None:
+        """Moving average over steps of the work finished per second (most steps finish none)."""
         speed = done_work / max(step_s, 1e-6)
         self._work_per_s = speed if not self._work_per_s else 0.95 * self._work_per_s + 0.05 * speed
 
