@@ -28,9 +28,9 @@ import sentencepiece as spm
 
 from bench.common import (bridge_flops, decoder_step_flops, default_corpus, encoder_flops_per_token, gemm_gflops,
                           load_sentences, machine, markdown_table, write_csv)
-from inference.search import SearchOptions
 from inference.card import read_card
 from inference.onnx_model import OnnxSeq2Seq
+from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
 
 BACKENDS = ("torch", "onnx", "onnx-int8")

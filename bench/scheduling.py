@@ -57,8 +57,8 @@ import sentencepiece as spm
 
 from bench.common import default_corpus, load_sentences, machine, markdown_table, write_csv
 from bench.service import client, request_bytes
-from loadtest.server import ServiceProcess, models_folder
 from inference.card import read_card
+from loadtest.server import ServiceProcess, models_folder
 from service.segmenter import segment
 
 CONFIGS = {

@@ -4,8 +4,9 @@
 
 One service subprocess per configuration (``on``: the service's defaults, the continuous scheduler; ``off``: one
 sentence at a time; ``batch``, ``nowait``, ``wait10``, when asked for: the request-level batcher with its default
-wait, none, or 10 ms), all started up front and idle while another is measured. For each client count the configurations are measured back to back, their
-order alternating from one count to the next, so slow drift of the machine hits both alike.
+wait, none, or 10 ms), all started up front and idle while another is measured. For each client count the
+configurations are measured back to back, their order alternating from one count to the next, so slow drift of the
+machine hits both alike.
 
 The clients are closed loops (send, wait for the answer, send again) over keep-alive connections, each
 request one sentence on POST /v1/translate with an explicit beam size, drawn in turn from the same fixed
@@ -27,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import default_corpus, load_sentences, machine, markdown_table, write_csv
-from loadtest.server import ServiceProcess, models_folder
 from inference.card import read_card
+from loadtest.server import ServiceProcess, models_folder
 
 CONFIGS = {
     "on": {},  # the service's defaults (the continuous scheduler, MT_MAX_ACTIVE_ROWS=128)

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import default_corpus, load_sentences, machine
-from inference.search import SearchOptions, StepSearch
 from inference.card import read_card
 from inference.onnx_model import OnnxSeq2Seq
+from inference.search import SearchOptions, StepSearch
 from inference.translator import SentenceTranslator
 
 

@@ -6,6 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from inference.search import SearchOptions
+
 CARD_NAME = "model.json"
 FORMAT_VERSION = 1
 
@@ -69,3 +71,16 @@ def write_card(model_dir: Path, card: dict) -> None:
     card = dict(card, format_version=FORMAT_VERSION)
     card["sha256"] = {name: sha256_file(model_dir / name) for name in sorted(set(card["files"].values()))}
     (model_dir / CARD_NAME).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def search_options(card: dict, beam_size: int | None = None, n_best: int = 1,
+                   return_attention: bool = False) -> SearchOptions:
+    """How this model is decoded: the card's ``decoding_defaults`` (beam size unless one is given, length penalty,
+    length limits) with the caller's choices. The service, evaluation and calibration all decode through this, so
+    scores measured in training are for the search users get."""
+    defaults = card.get("decoding_defaults", {})
+    return SearchOptions(beam_size=int(defaults.get("beam_size", 1)) if beam_size is None else beam_size,
+                         n_best=n_best, length_penalty=float(defaults.get("length_penalty", 1.0)),
+                         max_length_ratio=float(defaults.get("max_length_ratio", 2.0)),
+                         max_length_offset=int(defaults.get("max_length_offset", 10)),
+                         return_attention=return_attention)

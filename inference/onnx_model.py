@@ -9,8 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import sentencepiece as spm
 
-from inference.search import Encoded
 from inference.card import TOP_K_INPUT, TOP_K_OUTPUTS, ModelCardError, read_card, verify_files
+from inference.search import Encoded
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from typing import Protocol
 import numpy as np
 
 from inference.search import SearchOptions
-from service.metrics import Metrics
 from inference.translator import Translation
+from service.metrics import Metrics
 
 
 class CachedModel(Protocol):

@@ -17,16 +17,17 @@ from typing import Literal
 import numpy as np
 
 from inference import languages
+from inference.language_id import Detection, LanguageDetector, known_languages
+from inference.search import Hypothesis, SearchOptions, StepModel, search
+from inference.translator import Translation
 from service import glossary, htmltext
 from service.alignment import align
-from service.batcher import BatcherStopped, BatchKey, BatchLimits, BatchStats, DeadlineExceeded, DynamicBatcher, QueueFull
+from service.batcher import (BatcherStopped, BatchKey, BatchLimits, BatchStats, DeadlineExceeded, DynamicBatcher,
+                             QueueFull)
 from service.cache import TranslationCache, cache_key
 from service.config import Settings
-from inference.search import Hypothesis, SearchOptions, StepModel, search
 from service.errors import BadModelOutput, InvalidJob, JobTimeout, NotReady, Overloaded, ShuttingDown
-from inference.language_id import Detection, LanguageDetector, known_languages
 from service.metrics import Metrics
-from inference.translator import Translation
 from service.registry import LoadedModel, ModelRegistry, VerifiedModel, load_models, verify_models
 from service.scheduler import ContinuousBatcher, SchedulerLimits, work
 from service.segmenter import Piece, join, keep_together, segment

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from inference.card import CARD_NAME, ModelCardError, read_card, search_options, verify_files
 from inference.confidence import ConfidenceModel
-from service.config import Settings
-from inference.search import SearchOptions
-from inference.card import CARD_NAME, ModelCardError, read_card, verify_files
 from inference.onnx_model import OnnxSeq2Seq, resolve_providers
+from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
+from service.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +61,11 @@ class LoadedModel:
 
     def search_options(self, beam_size: int, n_best: int, return_attention: bool) -> SearchOptions:
         """Search options for this model: the client's choices plus the card's length limits and penalty."""
-        defaults = self.card.get("decoding_defaults", {})
-        return SearchOptions(beam_size=beam_size, n_best=n_best,
-                             length_penalty=float(defaults.get("length_penalty", 1.0)),
-                             max_length_ratio=float(defaults.get("max_length_ratio", 2.0)),
-                             max_length_offset=int(defaults.get("max_length_offset", 10)),
-                             return_attention=return_attention)
+        return search_options(self.card, beam_size, n_best, return_attention)
 
     @property
     def default_beam_size(self) -> int:
-        return int(self.card.get("decoding_defaults", {}).get("beam_size", 1))
+        return search_options(self.card).beam_size
 
 
 @dataclass

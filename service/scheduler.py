@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 
-from service.batcher import BatcherStopped, BatchKey, BatchStats, DeadlineExceeded, QueueFull
 from inference.search import SearchOptions, StepModel, StepSearch
+from service.batcher import BatcherStopped, BatchKey, BatchStats, DeadlineExceeded, QueueFull
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ import httpx
 import pytest
 from service_helpers import serve_in_thread, started_engine, wait_until
 
+from inference.translator import Translation
 from service.api import create_app
 from service.engine import TranslationJob
-from inference.translator import Translation
 
 LIMITS = {"max_texts": 4, "max_text_chars": 300, "max_request_chars": 600, "max_body_bytes": 4096,
           "max_beam_size": 4, "max_wait_ms": 0}

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from service_helpers import gate, loaded_engine, metric_value, serve_in_thread, wait_until
 
+from inference.search import SearchOptions
 from service.api import create_app
 from service.batcher import BatcherStopped, BatchKey, BatchLimits, DeadlineExceeded, DynamicBatcher, QueueFull
-from inference.search import SearchOptions
 from service.engine import TranslationJob
 
 FAR = 1e12  # a deadline that never passes

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from service_helpers import gate, metric_value, serve_in_thread, started_engine, ungate, wait_until
 
+from inference.search import SearchOptions
+from inference.translator import Translation
 from service.api import create_app
 from service.cache import CacheKey, TranslationCache, cache_key, entry_bytes
 from service.config import Settings, SettingsError, load_settings
-from inference.search import SearchOptions
 from service.metrics import Metrics
-from inference.translator import Translation
 
 SENTENCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau singt.",
              "Ein Junge springt in einen See.", "Drei Männer stehen vor einem Gebäude.", "Leute sitzen im Park."]

@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from inference.confidence import SIGNALS, ConfidenceModel, detector_for, signals, source_language_log_prob
-from inference.search import SearchOptions
 from inference.card import read_card
+from inference.confidence import SIGNALS, ConfidenceModel, detector_for, signals, source_language_log_prob
 from inference.onnx_model import OnnxSeq2Seq
+from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
 from training.calibrate import calibrate, deciles, expected_calibration_error, random_strings
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from service_helpers import serve_in_thread, settings_for, wait_until
 
-from service.api import create_app
 from inference.card import read_card, write_card
+from service.api import create_app
 from service.registry import ModelLoadError, verify_models
 
 

@@ -9,9 +9,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from inference.search import SearchOptions
 from inference.card import read_card, verify_files
 from inference.onnx_model import OnnxGraphs, OnnxSeq2Seq
+from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
 from training.export import export_graphs, greedy_agreement, logprob_parity
 from training.model import ModelConfig, Seq2Seq

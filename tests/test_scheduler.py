@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from service_helpers import loaded_engine, serve_in_thread, wait_until
 
+from inference.search import Encoded, SearchOptions
 from service.api import create_app
 from service.batcher import BatcherStopped, DeadlineExceeded, QueueFull
-from inference.search import Encoded, SearchOptions
 from service.engine import TranslationJob
 from service.scheduler import ModelScheduler, SchedulerLimits
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.search import Encoded, SearchOptions, search
 from inference.onnx_model import OnnxSeq2Seq
+from inference.search import Encoded, SearchOptions, search
 from inference.translator import SentenceTranslator
 
 

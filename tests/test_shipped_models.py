@@ -2,10 +2,10 @@
 
 import pytest
 
-from inference.search import SearchOptions
 from inference.card import read_card, verify_files
-from inference.onnx_model import OnnxSeq2Seq
 from inference.confidence import ConfidenceModel
+from inference.onnx_model import OnnxSeq2Seq
+from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
 from tests.conftest import MODELS
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from reference_search import closed_loop_search
 
-from inference.search import SearchOptions, StepSearch, pad_batch, search
 from inference.onnx_model import OnnxSeq2Seq
+from inference.search import SearchOptions, StepSearch, pad_batch, search
 from inference.translator import SentenceTranslator
 
 

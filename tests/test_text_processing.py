@@ -8,8 +8,8 @@ import random
 import pytest
 from conftest import REPO, multi30k_mirror
 
-from service import htmltext
 from inference.language_id import LanguageDetector
+from service import htmltext
 from service.segmenter import join, segment, sentences
 
 

@@ -26,10 +26,10 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from inference.card import search_options, write_card
 from inference.confidence import GOOD_CHRF, SIGNALS, ConfidenceModel
-from inference.search import SearchOptions
-from inference.card import write_card
 from inference.onnx_model import OnnxSeq2Seq
+from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
 from training.data import LANGUAGES as MULTI30K_LANGUAGES
 from training.data import fetch_multi30k, read_split
@@ -124,8 +124,7 @@ def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot:
     model = OnnxSeq2Seq(model_dir)
     card = model.card
     translator = SentenceTranslator(model, model.tokenizer, source_language=card["source_language"])
-    defaults = card["decoding_defaults"]
-    options = SearchOptions(beam_size=defaults["beam_size"], length_penalty=defaults["length_penalty"])
+    options = search_options(card)
     sets = {name: pairs[:max_per_set] for name, pairs in evaluation_sets(card, data_dir, mirror).items()}
     recipe = card.get("training", {}).get("data_recipe") or {}
     valid_names = recipe.get("valid") or [n for n in sets if "val" in n]

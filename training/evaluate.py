@@ -17,9 +17,9 @@ from pathlib import Path
 
 from sacrebleu.metrics import BLEU, CHRF
 
-from inference.search import SearchOptions
-from inference.card import write_card
+from inference.card import search_options, write_card
 from inference.onnx_model import OnnxSeq2Seq
+from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
 from training.cleaning import CleaningRules
 from training.corpus_config import parse_sources
@@ -57,11 +57,12 @@ def score(hypotheses: list[str], references: list[str], sources: list[str] | Non
     return result
 
 
-def translate_split(translator: SentenceTranslator, sources: list[str], beam: int, length_penalty: float) -> tuple[list[str], float]:
+def translate_split(translator: SentenceTranslator, sources: list[str], options: SearchOptions
+                    ) -> tuple[list[str], float]:
     """Translations of ``sources`` (each distinct source decoded once) and sentences per second."""
     distinct = list(dict.fromkeys(sources))
     started = time.perf_counter()
-    results = translator.translate(distinct, SearchOptions(beam_size=beam, length_penalty=length_penalty))
+    results = translator.translate(distinct, options)
     speed = len(distinct) / (time.perf_counter() - started)
     best = {source: nbest[0].text for source, nbest in zip(distinct, results)}
     return [best[s] for s in sources], speed
@@ -109,7 +110,6 @@ def evaluate(model_dir: Path, data_dir: Path, splits: list[str] | None, beams: l
     """Score the model on its evaluation sets (or the named ones) and write the scores into its card."""
     model = OnnxSeq2Seq(model_dir)
     card = model.card
-    length_penalty = card["decoding_defaults"]["length_penalty"]
     translator = SentenceTranslator(model, model.tokenizer)
     available = evaluation_sets(card, data_dir, mirror)
     unknown = sorted(set(splits or []) - set(available))
@@ -120,7 +120,7 @@ def evaluate(model_dir: Path, data_dir: Path, splits: list[str] | None, beams: l
     for split, split_pairs in pairs.items():
         sources, references = [s for s, _ in split_pairs], [t for _, t in split_pairs]
         for beam in beams:
-            hypotheses, speed = translate_split(translator, sources, beam, length_penalty)
+            hypotheses, speed = translate_split(translator, sources, search_options(card, beam))
             key = search_name(beam)
             result = {**score(hypotheses, references, sources), "sentences_per_second": round(speed, 1)}
             multi = multi_reference_score(hypotheses, sources, references)
@@ -138,8 +138,8 @@ def evaluate(model_dir: Path, data_dir: Path, splits: list[str] | None, beams: l
         int8 = OnnxSeq2Seq(model_dir, quantized=True)
         test_name = test_sets[0]
         test = pairs[test_name]
-        hypotheses, speed = translate_split(SentenceTranslator(int8, int8.tokenizer), [s for s, _ in test], beam,
-                                            length_penalty)
+        hypotheses, speed = translate_split(SentenceTranslator(int8, int8.tokenizer), [s for s, _ in test],
+                                            search_options(card, beam))
         int8_bleu = score(hypotheses, [t for _, t in test])["bleu"]
         drop = round(scores[test_name][key]["bleu"] - int8_bleu, 2)
         card["int8"] = {"test_set": test_name, "bleu": int8_bleu, "bleu_drop": drop, "search": key,
