@@ -53,9 +53,9 @@ class OnnxGraphs:
         self._decoder_inputs = {i.name for i in decoder.get_inputs()}
         self._decoder_outputs = [o.name for o in decoder.get_outputs()]
         self.supports_top_k = TOP_K_INPUT in self._decoder_inputs  # graphs exported before it: the search sorts
+        self._step_outputs = [name for name in self._decoder_outputs if name not in TOP_K_OUTPUTS]
         self._top_k_outputs = TOP_K_OUTPUTS + [name for name in ("new_state", "attention")
                                                if name in self._decoder_outputs]
-        self._top_k_sizes: dict[int, np.ndarray] = {}
 
     def encode(self, src: np.ndarray, lengths: np.ndarray) -> Encoded:
         memory, keys, mask, state = self.encoder.run(None, {"src_tokens": src, "src_lengths": lengths})
@@ -71,15 +71,14 @@ class OnnxGraphs:
         feeds = self._feeds(prev_tokens, state, encoded)
         if TOP_K_INPUT in self._decoder_inputs:
             feeds[TOP_K_INPUT] = np.ones(1, np.int64)
-        wanted = [name for name in self._decoder_outputs if name not in TOP_K_OUTPUTS]
-        outputs = dict(zip(wanted, self.decoder.run(wanted, feeds)))
+        outputs = dict(zip(self._step_outputs, self.decoder.run(self._step_outputs, feeds)))
         return outputs["log_probs"], outputs["new_state"], outputs.get("attention")
 
     def step_top_k(self, prev_tokens: np.ndarray, state: np.ndarray, encoded: Encoded, k: int):
         """Like ``step``, but returns each row's k best log-probs [B, k] and tokens [B, k] (sorted, best first)
         instead of the log-probs [B, V]: the graph's TopK finds them, and the [B, V] array stays in onnxruntime."""
         feeds = self._feeds(prev_tokens, state, encoded)
-        feeds[TOP_K_INPUT] = self._top_k_sizes.setdefault(k, np.array([k], np.int64))
+        feeds[TOP_K_INPUT] = np.array([k], np.int64)
         values, tokens, new_state, *attention = self.decoder.run(self._top_k_outputs, feeds)
         return values, tokens, new_state, attention[0] if attention else None
 

@@ -71,7 +71,6 @@ class BatchStats:
 
     queue_s: float
     inference_s: float
-    batch_id: int
     batch_size: int
     finished: float
 
@@ -104,7 +103,6 @@ class DynamicBatcher:
         self._depth = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._batch_counter = 0
         self._sentences_per_s = 0.0  # moving average of decoding speed, for Retry-After
 
     # ---- callers ----------------------------------------------------------------------------------------------
@@ -254,11 +252,10 @@ class DynamicBatcher:
                 item.future.set_exception(error)
             return
         elapsed = self._clock() - started
-        self._batch_counter += 1
         self._observe(key, batch, started, elapsed)
         for item, result in zip(batch, results, strict=True):
-            item.future.set_result((result, BatchStats(started - item.enqueued, elapsed, self._batch_counter,
-                                                       len(batch), started + elapsed)))
+            item.future.set_result((result, BatchStats(started - item.enqueued, elapsed, len(batch),
+                                                       started + elapsed)))
 
     def _observe(self, key: BatchKey, batch: list[_Item], started: float, elapsed: float) -> None:
         speed = len(batch) / max(elapsed, 1e-6)

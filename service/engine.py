@@ -235,8 +235,10 @@ class TranslationEngine:
             raise InvalidJob(f"the texts hold {total} sentences; at most {self.settings.max_queue_sentences} "
                              "fit in one request")
         if self.settings.scheduler == "continuous":
-            cost = sum(work(ids, self._beam_size(job, self.registry.models[model_id]))
-                       for model_id, distinct in wanted.items() for ids in distinct.values())
+            cost = 0
+            for model_id, distinct in wanted.items():
+                beam = self._beam_size(job, self.registry.models[model_id])
+                cost += sum(work(ids, beam) for ids in distinct.values())
             if cost > self.settings.max_queue_work:
                 raise InvalidJob(f"the texts are {cost} units of work (source tokens x beam size); at most "
                                  f"{self.settings.max_queue_work} fit in one request: send fewer or shorter texts, or "

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class SchedulerLimits:
     max_rows: int = 128  # active decoder rows (sentences x beam)
     max_tokens: int = 16384  # active rows x longest active source, in tokens
-    max_queue_work: int = 250_000  # waiting source tokens x beam size, all requests together
+    max_queue_work: int = 200_000  # waiting source tokens x beam size, all requests together
     min_retry_after_s: int = 1
 
 
@@ -93,7 +93,6 @@ class ModelScheduler:
         self._stopping = False
         self._failure: str | None = None
         self._thread: threading.Thread | None = None
-        self._steps = 0
         self._work_per_s = 0.0  # moving average of finished work per second, for Retry-After
 
     # ---- callers ----------------------------------------------------------------------------------------------
@@ -296,7 +295,6 @@ class ModelScheduler:
                     item.future.set_exception(error)
             return
         now = self._clock()
-        self._steps += 1
         if finished:
             with self._cond:
                 for item, _ in finished:
@@ -304,7 +302,7 @@ class ModelScheduler:
             for item, hypotheses in finished:
                 if not item.future.done():
                     item.future.set_result((hypotheses, BatchStats(item.admitted - item.enqueued, now - item.admitted,
-                                                                   self._steps, sentences, now)))
+                                                                   sentences, now)))
         self._observe_work(sum(item.work for item, _ in finished), now - started)
         if self._metrics:
             m = self._metrics
