@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     max_queue_work: int = Field(200_000, ge=1, description="continuous: waiting work, in source tokens x beam size, "
                                                            "beyond which requests get 429; also the most one request "
                                                            "may carry (400 beyond).")
+    bulk_request_sentences: int = Field(16, ge=1, description="continuous: a request of more sentences than this "
+                                                              "is bulk (see MT_SHARED_BULK_ROWS).")
+    shared_bulk_rows: int = Field(32, ge=1, description="continuous: rows bulk requests may hold while a smaller "
+                                                        "request waits or decodes, so that it is not slowed to the "
+                                                        "pace of a step over every bulk row; MT_MAX_ACTIVE_ROWS "
+                                                        "turns this off.")
     max_batch_sentences: int = Field(32, ge=1, description="batch: sentences per decoder batch.")
     max_batch_tokens: int = Field(4096, ge=1, description="batch: padded source tokens x beam size per decoder batch.")
     max_wait_ms: float = Field(2.0, ge=0, description="batch: how long the oldest queued sentence may wait for "

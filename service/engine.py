@@ -127,7 +127,8 @@ class TranslationEngine:
             self.batcher = ContinuousBatcher(
                 self._step_model, self._search_options,
                 SchedulerLimits(max_rows=settings.max_active_rows, max_tokens=settings.max_active_tokens,
-                                max_queue_work=settings.max_queue_work, min_retry_after_s=settings.retry_after_s),
+                                max_queue_work=settings.max_queue_work, bulk_sentences=settings.bulk_request_sentences,
+                                shared_bulk_rows=settings.shared_bulk_rows, min_retry_after_s=settings.retry_after_s),
                 self.metrics)
         else:
             self.batcher = DynamicBatcher(

@@ -12,6 +12,12 @@ within that flow from the next request. A one-sentence request is thus admitted 
 however large the other requests are. Active rows are bounded (``max_rows`` rows, ``max_tokens`` rows x longest
 source), and the queue is bounded by work (source tokens x beam size), not by sentence count.
 
+Fair admission alone does not make a small request fast beside a bulk one: it then decodes at the pace of a step
+over every bulk row. So while a small request (at most ``bulk_sentences`` sentences) waits or decodes, the
+sentences of bulk requests are admitted only while they hold fewer than ``shared_bulk_rows`` rows; the bulk rows
+drain to that as their sentences finish, which takes a whole sentence's decoding; so the cap stays for
+``small_linger_s`` after the last small request left, as an interactive client tends to send its next one soon.
+
 ``ContinuousBatcher`` routes requests to the model's scheduler and has the ``DynamicBatcher``'s interface, so the
 engine can use either. Nothing here knows about HTTP.
 """
@@ -39,6 +45,9 @@ class SchedulerLimits:
     max_rows: int = 128  # active decoder rows (sentences x beam)
     max_tokens: int = 16384  # active rows x longest active source, in tokens
     max_queue_work: int = 200_000  # waiting source tokens x beam size, all requests together
+    bulk_sentences: int = 16  # a request of more sentences is bulk
+    shared_bulk_rows: int = 32  # rows bulk requests may hold while a smaller request waits or decodes
+    small_linger_s: float = 1.0  # ... and for this long after the last one left
     min_retry_after_s: int = 1
 
 
@@ -56,6 +65,7 @@ class _Item:
     options: SearchOptions
     deadline: float
     enqueued: float
+    bulk: bool = False
     future: Future = field(default_factory=Future)
     admitted: float = 0.0
 
@@ -89,6 +99,9 @@ class ModelScheduler:
         self._waiting_work = 0
         self._withdrawn: set[_Item] = set()  # active items to drop at the next step (cancelled)
         self._active: dict[_Item, None] = {}  # admitted, not finished (insertion-ordered set)
+        self._bulk_rows = 0  # active rows of bulk requests
+        self._small_items = 0  # sentences of small requests, waiting or active
+        self._bulk_capped_until = -math.inf  # while a small request is here and for small_linger_s after
         self._next_deadline = math.inf  # the earliest deadline of an active item
         self._stopping = False
         self._failure: str | None = None
@@ -115,7 +128,8 @@ class ModelScheduler:
     def submit(self, sources: list[list[int]], options: SearchOptions, deadline: float, flow: str = "") -> list[Future]:
         """Queue all of ``sources`` as one request of ``flow``, or none of them (``QueueFull``)."""
         now = self._clock()
-        items = [_Item(source, options, deadline, now) for source in sources]
+        bulk = len(sources) > self.limits.bulk_sentences
+        items = [_Item(source, options, deadline, now, bulk) for source in sources]
         total = sum(item.work for item in items)
         with self._cond:
             if self._stopping or self._failure is not None:
@@ -125,6 +139,7 @@ class ModelScheduler:
             self._flows.setdefault(flow, deque()).append(_Request(deque(items), deadline))
             self._waiting += len(items)
             self._waiting_work += total
+            self._small_items += 0 if bulk else len(items)
             self._count_waiting(len(items))
             self._cond.notify()
         return [item.future for item in items]
@@ -166,7 +181,9 @@ class ModelScheduler:
         with self._cond:
             leftovers = [item for requests in self._flows.values() for r in requests for item in r.items]
             leftovers += list(self._active)
+            self._active.clear()
             self._flows.clear()
+            self._bulk_rows = self._small_items = 0
             self._count_waiting(-self._waiting)
             self._waiting = self._waiting_work = 0
         for item in leftovers:
@@ -208,7 +225,7 @@ class ModelScheduler:
             going_on = self._active.keys() - set(due)
             self._next_deadline = min((item.deadline for item in going_on), default=math.inf)
         for item in due:
-            del self._active[item]
+            self._deactivate_locked(item)
             if not item.future.done():
                 error = CancelledError() if item in self._withdrawn else DeadlineExceeded("deadline passed")
                 item.future.set_exception(error)
@@ -230,11 +247,17 @@ class ModelScheduler:
         return due
 
     def _admit_locked(self) -> list[_Item]:
-        """Take waiting sentences round-robin over flows (and over requests within a flow) while they fit."""
+        """Take waiting sentences round-robin over flows (and over requests within a flow) while they fit; a flow
+        whose next sentence is bulk and held back (see the module's docstring) lets the others go first."""
         rows = self.search.rows
         width = self.search.encoded.mask.shape[1] if self.search.encoded is not None and rows else 0
+        bulk_rows = self._bulk_rows
         admitted: list[_Item] = []
+        held_back: dict[str, None] = {}  # flows skipped this time, in their round-robin order
         now = self._clock()
+        if self._small_items:
+            self._bulk_capped_until = now + self.limits.small_linger_s
+        capped = now < self._bulk_capped_until
         while self._flows:
             flow, requests = next(iter(self._flows.items()))
             request = requests[0]
@@ -244,20 +267,32 @@ class ModelScheduler:
                     and (rows + beam) * max(width, len(item.source)) <= self.limits.max_tokens)
             if not fits and (rows or admitted):
                 break
+            if flow in held_back or (item.bulk and capped and bulk_rows
+                                     and bulk_rows + beam > self.limits.shared_bulk_rows):
+                held_back.setdefault(flow)
+                if len(held_back) == len(self._flows):
+                    break
+                self._flows.move_to_end(flow)
+                continue
             request.items.popleft()
-            self._unqueue_locked(item)
+            running = item.future.set_running_or_notify_cancel()  # False: cancelled while waiting
+            self._unqueue_locked(item, admitted=running)
             requests.rotate(-1)
             if not request.items:
                 requests.remove(request)
             self._flows.move_to_end(flow)
             if not requests:
                 del self._flows[flow]
-            if not item.future.set_running_or_notify_cancel():
-                continue  # cancelled while waiting
+            if not running:
+                continue
             item.admitted = now
             admitted.append(item)
             rows += beam
+            bulk_rows += beam if item.bulk else 0
             width = max(width, len(item.source))
+        for flow in reversed(held_back):  # they keep their turn for the next admission
+            if flow in self._flows:
+                self._flows.move_to_end(flow, last=False)
         return admitted
 
     def _start(self, items: list[_Item]) -> None:
@@ -266,12 +301,15 @@ class ModelScheduler:
             self.search.admit([item.source for item in items], [item.options for item in items], items)
         except Exception as error:  # noqa: BLE001 - the callers get the error; the loop lives on
             log.exception("encoder call failed (model %s, %d sentences)", self.model_id, len(items))
+            with self._cond:
+                self._small_items -= sum(not item.bulk for item in items)
             for item in items:
                 item.future.set_exception(error)
             return
         with self._cond:
             for item in items:
                 self._active[item] = None
+                self._bulk_rows += item.options.beam_size if item.bulk else 0
             self._next_deadline = min(self._next_deadline, min(item.deadline for item in items))
         if self._metrics:
             for item in items:
@@ -289,7 +327,7 @@ class ModelScheduler:
             failed = self.search.clear()
             with self._cond:
                 for item in failed:
-                    self._active.pop(item, None)
+                    self._deactivate_locked(item)
             for item in failed:
                 if not item.future.done():
                     item.future.set_exception(error)
@@ -298,7 +336,7 @@ class ModelScheduler:
         if finished:
             with self._cond:
                 for item, _ in finished:
-                    self._active.pop(item, None)
+                    self._deactivate_locked(item)
             for item, hypotheses in finished:
                 if not item.future.done():
                     item.future.set_result((hypotheses, BatchStats(item.admitted - item.enqueued, now - item.admitted,
@@ -323,7 +361,19 @@ class ModelScheduler:
 
     # ---- bookkeeping ------------------------------------------------------------------------------------------
 
-    def _unqueue_locked(self, item: _Item) -> None:
+    def _deactivate_locked(self, item: _Item) -> None:
+        """An active sentence leaves (finished, failed, withdrawn)."""
+        if item in self._active:
+            del self._active[item]
+            if item.bulk:
+                self._bulk_rows -= item.options.beam_size
+            else:
+                self._small_items -= 1
+
+    def _unqueue_locked(self, item: _Item, admitted: bool = False) -> None:
+        """A waiting sentence leaves the queue: admitted (a small one stays counted until it finishes) or not."""
+        if not admitted and not item.bulk:
+            self._small_items -= 1
         self._waiting -= 1
         self._waiting_work -= item.work
         self._count_waiting(-1)

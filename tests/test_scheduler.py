@@ -34,6 +34,7 @@ class CountingModel:
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
         self.steps = 0
+        self.rows: list[int] = []  # rows in each decoder call
         self.admitted_at: dict[int, int] = {}  # source id (source[1]) -> decoder calls before its encoder call
         self.lock = threading.Lock()
 
@@ -47,6 +48,7 @@ class CountingModel:
 
     def step(self, prev_tokens: np.ndarray, state: np.ndarray, encoded: Encoded):
         self.steps += 1
+        self.rows.append(len(prev_tokens))
         if self.delay_s:
             time.sleep(self.delay_s)
         if state[:, 2].any():
@@ -119,6 +121,41 @@ def test_requests_of_one_flow_take_turns(make_scheduler):
         future.result(10)
     assert max(model.admitted_at[1], model.admitted_at[2]) - submitted_at <= 12
     scheduler.cancel(first)
+
+
+def test_bulk_requests_give_up_rows_while_a_small_request_decodes(make_scheduler):
+    model = CountingModel(delay_s=0.001)
+    linger_s = 0.3
+    scheduler = make_scheduler(model, max_rows=16, bulk_sentences=2, shared_bulk_rows=4, small_linger_s=linger_s)
+    bulk = scheduler.submit([source(10, 100 + i) for i in range(5000)], GREEDY, FAR, flow="bulk")
+    wait_until(lambda: model.steps >= 15, "the bulk request to be decoding")
+    assert model.rows[-1] == 16  # alone, bulk takes every row
+    submitted_at = model.steps
+    (small,) = scheduler.submit([source(40, 1)], GREEDY, FAR, flow="interactive")
+    small.result(10)
+    finished_at, finished_s = model.steps, time.monotonic()
+    assert model.admitted_at[1] - submitted_at <= 11
+    # Once the bulk sentences active when it came have finished (11 steps), the small one shares the step with at
+    # most 4 bulk rows.
+    assert max(model.rows[model.admitted_at[1] + 12 : finished_at - 1]) <= 4 + 1
+    # The cap stays a while (the client may send again soon), then lifts.
+    wait_until(lambda: model.steps >= finished_at + 15, "bulk to go on")
+    if time.monotonic() - finished_s < linger_s:
+        assert max(model.rows[finished_at + 2 :]) <= 4
+    wait_until(lambda: time.monotonic() - finished_s > linger_s, "the linger time to pass")
+    steps = model.steps
+    wait_until(lambda: model.steps >= steps + 15, "bulk to go on alone")
+    assert model.rows[-1] == 16
+
+    # A small request that leaves before it is admitted lifts the cap as well.
+    (waiting,) = scheduler.submit([source(3, 2)], GREEDY, FAR, flow="interactive")
+    scheduler.cancel([waiting])
+    gone_s = time.monotonic()
+    wait_until(lambda: time.monotonic() - gone_s > linger_s, "the linger time to pass")
+    steps = model.steps
+    wait_until(lambda: model.steps >= steps + 15, "bulk to go on alone")
+    assert model.rows[-1] == 16
+    scheduler.cancel(bulk)
 
 
 def test_the_queue_is_bounded_by_work_and_says_when_to_retry(make_scheduler):
