@@ -74,7 +74,7 @@ class Backend:
 
 def load_backends(model_dir: Path, run_dir: Path | None, wanted: list[str], threads: int) -> tuple[list[Backend], dict]:
     card = read_card(model_dir)
-    arch = card["architecture"]
+    arch = card.architecture
     backends, skipped = [], {}
     for name in wanted:
         if name == "torch":
@@ -90,10 +90,10 @@ def load_backends(model_dir: Path, run_dir: Path | None, wanted: list[str], thre
                 torch.set_num_threads(threads)
             model, _ = load_run(run_dir)
             inner = TorchStepModel(model)
-            tokenizer = spm.SentencePieceProcessor(model_file=str(model_dir / card["files"]["tokenizer"]))
+            tokenizer = spm.SentencePieceProcessor(model_file=str(model_dir / card.files.tokenizer))
         elif name in ("onnx", "onnx-int8"):
             quantized = name == "onnx-int8"
-            if quantized and "decoder_int8" not in card["files"]:
+            if quantized and card.files.decoder_int8 is None:
                 skipped[name] = "the model ships no int8 decoder"
                 continue
             inner = OnnxSeq2Seq(model_dir, quantized=quantized, threads=threads)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     card = read_card(args.model_dir)
-    run_dir = args.run_dir or (Path("runs") / card["id"])
+    run_dir = args.run_dir or (Path("runs") / card.id)
     info = machine()
     print(f"machine: {info['nproc']} CPUs, {info['cpu']} ({info.get('simd', '')})", flush=True)
     gemm = gemm_gflops(tuple(map(int, args.gemm_sizes.split(","))))
@@ -171,10 +171,10 @@ def main(argv: list[str] | None = None) -> dict:
     backends, skipped = load_backends(args.model_dir, run_dir, args.backends.split(","), args.threads)
     for name, why in skipped.items():
         print(f"skipping {name}: {why}", flush=True)
-    texts = load_sentences(args.corpus, card["source_language"], args.sentences)
+    texts = load_sentences(args.corpus, card.source_language, args.sentences)
     sources = [backends[0].translator.encode(t) for t in texts]
     mean_source = float(np.mean([len(s) for s in sources]))
-    arch = card["architecture"]
+    arch = card.architecture
     step = decoder_step_flops(arch, mean_source)
     encoder = encoder_flops_per_token(arch)
 
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
     per_token = step + encoder * source_total / max(generated, 1) + bridge_flops(arch) * sum(
         r["sentences"] for r in rows if r["beam"] == 1) / max(generated, 1)
     summary = {
-        "machine": info, "gemm_gflops": gemm, "model": {"id": card["id"], "parameters": arch.get("parameters"),
+        "machine": info, "gemm_gflops": gemm, "model": {"id": card.id, "parameters": arch.get("parameters"),
                                                         "cell": arch["cell"], "attention": arch["attention"]},
         "sentences": len(sources), "mean_source_tokens": mean_source,
         "flops": {"decoder_step_mflop": step / 1e6, "encoder_mflop_per_source_token": encoder / 1e6,

@@ -57,7 +57,7 @@ import sentencepiece as spm
 
 from bench.common import default_corpus, load_sentences, machine, markdown_table, write_csv
 from bench.service import client, request_bytes
-from inference.card import read_card
+from inference.card import ModelCard, read_card
 from loadtest.server import ServiceProcess, models_folder
 from service.segmenter import segment
 
@@ -115,14 +115,15 @@ def count_sentences(texts: list[str], language: str) -> int:
     return sum(piece.translate for text in texts for piece in segment(text, language))
 
 
-def make_request(kind: str, texts: list[str], card: dict, beam: int | None, timeout_s: float | None = None) -> Request:
-    body: dict = {"texts": texts, "source": card["source_language"], "target": card["target_language"]}
+def make_request(kind: str, texts: list[str], card: ModelCard, beam: int | None,
+                 timeout_s: float | None = None) -> Request:
+    body: dict = {"texts": texts, "source": card.source_language, "target": card.target_language}
     if beam is not None:
         body["beam_size"] = beam
     if timeout_s is not None:
         body["timeout"] = timeout_s
     data = request_bytes(HOST, "/v1/translate", json.dumps(body).encode())
-    return Request(kind, data, count_sentences(texts, card["source_language"]))
+    return Request(kind, data, count_sentences(texts, card.source_language))
 
 
 def as_sentence(text: str) -> str:
@@ -153,13 +154,13 @@ def bulk_texts(sentences: list[str]) -> list[str]:
     return [" ".join(chosen[i : i + BULK_SENTENCES_PER_TEXT]) for i in range(0, len(chosen), BULK_SENTENCES_PER_TEXT)]
 
 
-def list_requests(texts: list[str], card: dict, size: int, beam: int) -> list[Request]:
+def list_requests(texts: list[str], card: ModelCard, size: int, beam: int) -> list[Request]:
     """The sample as requests of ``size`` texts of one sentence each (cycling when the sample is smaller)."""
     return [make_request("list", [texts[(start + i) % len(texts)] for i in range(size)], card, beam)
             for start in range(0, max(len(texts) - size + 1, 1), size)]
 
 
-def mixed_requests(shorts: list[str], longs: list[str], card: dict) -> list[Request]:
+def mixed_requests(shorts: list[str], longs: list[str], card: ModelCard) -> list[Request]:
     """One-sentence requests at the default beam, every fourth one long."""
     requests = []
     for index, short in enumerate(shorts):
@@ -169,7 +170,7 @@ def mixed_requests(shorts: list[str], longs: list[str], card: dict) -> list[Requ
     return requests
 
 
-def plan(args: argparse.Namespace, card: dict, texts: list[str], tokenizer: spm.SentencePieceProcessor,
+def plan(args: argparse.Namespace, card: ModelCard, texts: list[str], tokenizer: spm.SentencePieceProcessor,
          beams: list[int]) -> tuple[list[Point], dict]:
     """The measurement points of the chosen scenarios, in order, and a description of the workload."""
     def singles(beam: int | None, timeout_s: float | None = None) -> list[Request]:
@@ -189,7 +190,7 @@ def plan(args: argparse.Namespace, card: dict, texts: list[str], tokenizer: spm.
     if "lone" in args.scenarios:
         points.append(Point("lone", "lone", 1, [Group(1, singles(1))]))
     if "fairness" in args.scenarios:
-        pool = load_sentences(args.corpus, card["source_language"], args.bulk_sentences)
+        pool = load_sentences(args.corpus, card.source_language, args.bulk_sentences)
         per_request = -(-len(pool) // args.bulk_connections)
         bodies = [bulk_texts(pool[start : start + per_request]) for start in range(0, len(pool), per_request)]
         bulk = [make_request("bulk", body, card, None, BULK_TIMEOUT_S) for body in bodies]
@@ -203,7 +204,7 @@ def plan(args: argparse.Namespace, card: dict, texts: list[str], tokenizer: spm.
         shorts = [text for text in texts if lengths[text] < args.long_tokens]
         if not shorts:
             raise ValueError(f"no sample sentence is shorter than --long-tokens {args.long_tokens}")
-        longs = long_sentences(texts, tokenizer, args.long_tokens, card["source_language"])
+        longs = long_sentences(texts, tokenizer, args.long_tokens, card.source_language)
         points.append(Point("mixed", "mixed", None, [Group(args.mixed_clients, mixed_requests(shorts, longs, card))]))
         workload["mixed"] = {"long_sentences": len(longs),
                              "long_tokens_mean": float(np.mean([len(tokenizer.encode(s)) for s in longs])),
@@ -511,9 +512,9 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     card = read_card(args.model_dir)
-    texts = load_sentences(args.corpus, card["source_language"], args.sentences)
-    tokenizer = spm.SentencePieceProcessor(model_file=str(args.model_dir / card["files"]["tokenizer"]))
-    default_beam = int(card.get("decoding_defaults", {}).get("beam_size", 1))
+    texts = load_sentences(args.corpus, card.source_language, args.sentences)
+    tokenizer = spm.SentencePieceProcessor(model_file=str(args.model_dir / card.files.tokenizer))
+    default_beam = card.decoding_defaults.beam_size
     beams = list(dict.fromkeys(map(int, args.beams.split(",")) if args.beams else (1, default_beam)))
     points, workload = plan(args, card, texts, tokenizer, beams)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -521,7 +522,7 @@ def main(argv: list[str] | None = None) -> dict:
     extra = dict(item.split("=", 1) for item in args.env)
     rows = measure(args, points, extra)
 
-    summary = {"machine": machine(), "model": card["id"], "command": shlex.join(["python", "-m", "bench.scheduling",
+    summary = {"machine": machine(), "model": card.id, "command": shlex.join(["python", "-m", "bench.scheduling",
                                                                                  *argv]),
                "configs": {name: CONFIGS[name] for name in args.configs}, "env": extra, "scenarios": args.scenarios,
                "beams": beams, "sentences": len(texts), "warmup_s": args.warmup_s, "duration_s": args.duration_s,

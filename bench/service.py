@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     card = read_card(args.model_dir)
-    texts = load_sentences(args.corpus, card["source_language"], args.sentences)
+    texts = load_sentences(args.corpus, card.source_language, args.sentences)
     requests = [request_bytes("127.0.0.1", "/v1/translate", json.dumps(
-        {"texts": [t], "source": card["source_language"], "target": card["target_language"],
+        {"texts": [t], "source": card.source_language, "target": card.target_language,
          "beam_size": args.beam}).encode()) for t in texts]
     extra = dict(item.split("=", 1) for item in args.env)
     configs = args.configs.split(",")
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
         for r in ratios:
             print(f"on/off at {r['clients']:3} clients: throughput x{r['throughput_on_over_off']:.2f}, "
                   f"p50 x{r['p50_on_over_off']:.2f}, p99 x{r['p99_on_over_off']:.2f}", flush=True)
-    summary = {"machine": machine(), "model": card["id"], "beam": args.beam, "sentences": len(texts),
+    summary = {"machine": machine(), "model": card.id, "beam": args.beam, "sentences": len(texts),
                "warmup_s": args.warmup_s, "duration_s": args.duration_s, "configs": {c: CONFIGS[c] for c in configs},
                "env": extra, "rows": rows, "ratios": ratios}
     write_csv(args.out / "service.csv", rows)

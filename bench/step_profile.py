@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import default_corpus, load_sentences, machine
-from inference.card import read_card
+from inference.card import read_card, search_options
 from inference.onnx_model import OnnxSeq2Seq
-from inference.search import SearchOptions, StepSearch
+from inference.search import StepSearch
 from inference.translator import SentenceTranslator
 
 
@@ -55,10 +55,10 @@ def profile(model_dir: Path, corpus: str, sentences: int, active: int, beam: int
     card = read_card(model_dir)
     onnx = OnnxSeq2Seq(model_dir, threads=threads)
     translator = SentenceTranslator(onnx, onnx.tokenizer)
-    sources = [translator.encode(s) for s in load_sentences(corpus, card["source_language"], sentences)]
+    sources = [translator.encode(s) for s in load_sentences(corpus, card.source_language, sentences)]
     timed = TimedModel(onnx)
     search = StepSearch(timed)
-    options = SearchOptions(beam_size=beam, max_length_ratio=card.get("search", {}).get("max_length_ratio", 2.0))
+    options = search_options(card, beam)
     upcoming = iter(range(10**9))
 
     def admit(count: int) -> float:
@@ -81,7 +81,7 @@ def profile(model_dir: Path, corpus: str, sentences: int, active: int, beam: int
         rows.append(search.rows)
         admit_s += admit(active - len(search))
     total, decoder = sum(step_s), sum(decoder_s)
-    return {"machine": machine(), "model": card["id"], "active_sentences": active, "beam": beam, "steps": steps,
+    return {"machine": machine(), "model": card.id, "active_sentences": active, "beam": beam, "steps": steps,
             "mean_rows": float(np.mean(rows)), "step_ms": 1000 * total / steps, "decoder_ms": 1000 * decoder / steps,
             "python_share": 1 - decoder / total, "admission_ms_per_step": 1000 * admit_s / steps}
 

@@ -92,19 +92,19 @@ class OnnxSeq2Seq(OnnxGraphs):
         self.card = read_card(self.model_dir)
         if verify:
             verify_files(self.model_dir, self.card)
-        files = self.card["files"]
-        if quantized and "decoder_int8" not in files:
+        files = self.card.files
+        if quantized and files.decoder_int8 is None:
             raise ModelCardError(f"{self.model_dir} ships no int8 decoder")
         providers = providers or ["CPUExecutionProvider"]
         options = session_options(threads)
-        encoder = ort.InferenceSession(str(self.model_dir / files["encoder"]), options, providers=providers)
-        decoder_file = files["decoder_int8" if quantized else "decoder"]
+        encoder = ort.InferenceSession(str(self.model_dir / files.encoder), options, providers=providers)
+        decoder_file = files.decoder_int8 if quantized and files.decoder_int8 else files.decoder
         decoder = ort.InferenceSession(str(self.model_dir / decoder_file), options, providers=providers)
-        vocab = self.card["vocabulary"]
-        super().__init__(encoder, decoder, vocab["bos_id"], vocab["eos_id"], vocab["pad_id"])
-        self.tokenizer = spm.SentencePieceProcessor(model_file=str(self.model_dir / files["tokenizer"]))
+        vocab = self.card.vocabulary
+        super().__init__(encoder, decoder, vocab.bos_id, vocab.eos_id, vocab.pad_id)
+        self.tokenizer = spm.SentencePieceProcessor(model_file=str(self.model_dir / files.tokenizer))
         self.quantized = quantized
 
     @property
     def id(self) -> str:
-        return self.card["id"]
+        return self.card.id

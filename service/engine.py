@@ -156,7 +156,7 @@ class TranslationEngine:
             raise
         self.registry = registry
         for model in registry.models.values():
-            architecture = model.card.get("architecture", {})
+            architecture = model.card.architecture
             self.metrics.model_info.labels(
                 model.id, model.source, model.target,
                 f"{architecture.get('type', '?')}/{architecture.get('cell', '?')}",

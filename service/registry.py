@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from inference.card import CARD_NAME, ModelCardError, read_card, search_options, verify_files
+from inference.card import CARD_NAME, ModelCard, ModelCardError, read_card, search_options, verify_files
 from inference.confidence import ConfidenceModel
 from inference.onnx_model import OnnxSeq2Seq, resolve_providers
 from inference.search import SearchOptions
@@ -34,7 +34,7 @@ class ModelLoadError(RuntimeError):
 @dataclass
 class VerifiedModel:
     path: Path
-    card: dict
+    card: ModelCard
 
 
 @dataclass
@@ -44,7 +44,7 @@ class LoadedModel:
     id: str
     source: str
     target: str
-    card: dict
+    card: ModelCard
     model: OnnxSeq2Seq
     translator: SentenceTranslator
     providers: list[str]
@@ -56,7 +56,7 @@ class LoadedModel:
     @cached_property
     def fingerprint(self) -> str:
         """Content identity: SHA-256 of the card (which holds the SHA-256 of every file) and the decoder in use."""
-        card = json.dumps(self.card, sort_keys=True, ensure_ascii=True)
+        card = json.dumps(self.card.to_dict(), sort_keys=True, ensure_ascii=True)
         return hashlib.sha256(f"{card}\n{'int8' if self.quantized else 'fp32'}".encode()).hexdigest()
 
     def search_options(self, beam_size: int, n_best: int, return_attention: bool) -> SearchOptions:
@@ -118,8 +118,8 @@ def verify_models(settings: Settings) -> tuple[list[VerifiedModel], dict[str, st
             broken[path.name] = message
             continue
         verified.append(VerifiedModel(path, card))
-    ids = [v.card["id"] for v in verified]
-    pairs = [(v.card["source_language"], v.card["target_language"]) for v in verified]
+    ids = [v.card.id for v in verified]
+    pairs = [(v.card.source_language, v.card.target_language) for v in verified]
     if len(set(ids)) != len(ids) or len(set(pairs)) != len(pairs):
         raise ModelLoadError(f"two model directories serve the same id or language pair: {ids}")
     if not verified:
@@ -128,16 +128,14 @@ def verify_models(settings: Settings) -> tuple[list[VerifiedModel], dict[str, st
     return verified, broken
 
 
-def _check_card(path: Path, card: dict, settings: Settings) -> None:
-    for key in ("id", "source_language", "target_language", "files", "vocabulary"):
-        if key not in card:
-            raise ModelCardError(f"{path / CARD_NAME} has no {key!r}")
-    if "confidence" in card:
+def _check_card(path: Path, card: ModelCard, settings: Settings) -> None:
+    """What the card's schema cannot say: a usable confidence calibration, an int8 decoder where one is required."""
+    if card.confidence is not None:
         try:
-            ConfidenceModel.from_card(card["confidence"])
+            ConfidenceModel.from_card(card.confidence)
         except ValueError as error:
             raise ModelCardError(f"{path / CARD_NAME}: {error}") from None
-    if settings.quantized == "true" and "decoder_int8" not in card["files"]:
+    if settings.quantized == "true" and card.files.decoder_int8 is None:
         raise ModelCardError(f"{path} ships no int8 decoder but MT_QUANTIZED=true")
 
 
@@ -148,7 +146,8 @@ def load_models(verified: list[VerifiedModel], settings: Settings, broken: dict[
     registry = ModelRegistry(broken=dict(broken or {}))
     for item in verified:
         card = item.card
-        quantized = settings.quantized == "true" or (settings.quantized == "auto" and "decoder_int8" in card["files"])
+        has_int8 = card.files.decoder_int8 is not None
+        quantized = settings.quantized == "true" or (settings.quantized == "auto" and has_int8)
         try:
             model = OnnxSeq2Seq(item.path, providers, quantized=quantized, threads=settings.threads, verify=False)
         except Exception as error:  # onnxruntime raises its own exception types
@@ -157,10 +156,10 @@ def load_models(verified: list[VerifiedModel], settings: Settings, broken: dict[
             log.error("skipping model %s: onnxruntime cannot load it: %s", item.path.name, error)
             registry.broken[item.path.name] = str(error)
             continue
-        confidence = ConfidenceModel.from_card(card["confidence"]) if "confidence" in card else None
-        translator = SentenceTranslator(model, model.tokenizer, source_language=card["source_language"],
+        confidence = ConfidenceModel.from_card(card.confidence) if card.confidence is not None else None
+        translator = SentenceTranslator(model, model.tokenizer, source_language=card.source_language,
                                         confidence=confidence)
-        loaded = LoadedModel(card["id"], card["source_language"], card["target_language"], card, model,
+        loaded = LoadedModel(card.id, card.source_language, card.target_language, card, model,
                              translator, providers)
         if settings.min_confidence is not None and confidence is None:
             log.warning("model %s has no confidence calibration: MT_MIN_CONFIDENCE does not apply to it", loaded.id)

@@ -289,7 +289,7 @@ def test_a_replaced_model_never_answers_from_old_entries(service):
     engine, client = service
     native(client, ["Eine Frau singt."], beam_size=1)
     model = engine.registry.models["de-en"]
-    changed = replace(model, card={**model.card, "sha256": {**model.card["sha256"], "decoder.onnx": "0" * 64}})
+    changed = replace(model, card=model.card.with_sections(sha256={**model.card.sha256, "decoder.onnx": "0" * 64}))
     assert changed.fingerprint != model.fingerprint
     engine.registry.models["de-en"] = changed  # as a reload of a different model would
     try:

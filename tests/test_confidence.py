@@ -93,7 +93,7 @@ def test_calibration_writes_a_fitted_and_measured_confidence_into_the_card(tiny_
     shutil.copytree(tiny_model_dir, model_dir)
     # A model trained for seconds rarely reaches chrF 50; a lower bar still splits its outputs in two.
     calibrate(model_dir, corpus_dir, max_per_set=80, plot=tmp_path / "plot.png", good_chrf=25)
-    entry = read_card(model_dir)["confidence"]
+    entry = read_card(model_dir).confidence
     assert set(entry["fitted_on"]) == {"multi30k:val", "fr", "cs", "random"}
     assert entry["measured_on"]["multi30k:test2016"] == 80
     confidence = ConfidenceModel.from_card(entry)

@@ -255,8 +255,8 @@ def test_tiny_corpus_trains_exports_serves_and_translates(fmt, tiny_pairs, tmp_p
     train(config, run_dir)
     valid = prepare_data(config.sources, "de", "en", config.data.cleaning_rules()).valid["mine:valid"]
     card = export_run(run_dir, models / "de-en", "de", "en", [s for s, _ in valid])
-    assert card["training"]["domains"] == ["test captions"]
-    assert card["training"]["corpora"][0]["train_pairs"] == card["training"]["splits"]["train"] >= 300
+    assert card.training["domains"] == ["test captions"]
+    assert card.training["corpora"][0]["train_pairs"] == card.training["splits"]["train"] >= 300
     with running_service(models) as url:
         response = httpx.post(f"{url}/v1/translate", json={"texts": ["Ein Mann fährt Fahrrad."], "source": "de",
                                                            "target": "en"}, timeout=60)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from service_helpers import serve_in_thread, settings_for, wait_until
 
-from inference.card import read_card, write_card
+from inference.card import ModelCardError, read_card, write_card
 from service.api import create_app
 from service.registry import ModelLoadError, verify_models
 
@@ -34,16 +34,35 @@ def remove_card(model: Path) -> str:
 
 
 def truncate_encoder(model: Path) -> str:
-    encoder = model / read_card(model)["files"]["encoder"]
+    encoder = model / read_card(model).files.encoder
     encoder.write_bytes(encoder.read_bytes()[:1000])
     return rf"{encoder.name} is corrupted"
 
 
-def drop_card_field(model: Path) -> str:
+def edit_card(model: Path, change) -> None:
     card = json.loads((model / "model.json").read_text(encoding="utf-8"))
-    del card["vocabulary"]
+    change(card)
     (model / "model.json").write_text(json.dumps(card), encoding="utf-8")
-    return r"model\.json has no 'vocabulary'"
+
+
+def drop_card_field(model: Path) -> str:
+    edit_card(model, lambda card: card.pop("vocabulary"))
+    return r"model\.json: vocabulary is missing"
+
+
+def misspelt_card_field(model: Path) -> str:
+    edit_card(model, lambda card: card.update(decoding_default=card.pop("decoding_defaults")))
+    return r"model\.json: decoding_default is not a known field"
+
+
+def mistyped_card_value(model: Path) -> str:
+    edit_card(model, lambda card: card["decoding_defaults"].update(beam_size="five"))
+    return r"model\.json: decoding_defaults\.beam_size: Input should be a valid integer.*'five'"
+
+
+def file_outside_the_model_directory(model: Path) -> str:
+    edit_card(model, lambda card: card["files"].update(encoder="../de-en/encoder.onnx"))
+    return r"model\.json: files\.encoder: String should match pattern"
 
 
 def card_not_an_object(model: Path) -> str:
@@ -63,7 +82,8 @@ def file_without_checksum(model: Path) -> str:
     return r"model\.json lists \['decoder\.onnx'\] in 'files' without a SHA-256"
 
 
-FAULTS = [break_tokenizer, break_card_json, remove_card, truncate_encoder, drop_card_field, card_not_an_object,
+FAULTS = [break_tokenizer, break_card_json, remove_card, truncate_encoder, drop_card_field, misspelt_card_field,
+          mistyped_card_value, file_outside_the_model_directory, card_not_an_object,
           card_not_utf8, file_without_checksum]
 
 
@@ -94,21 +114,22 @@ def test_an_unloadable_graph_with_a_valid_checksum(models):
     names the file, or, with MT_SKIP_BROKEN_MODELS, the other models serve and /health/ready lists it."""
     model = models / "en-de"
     card = read_card(model)
-    (model / card["files"]["decoder"]).write_bytes(b"not an onnx graph")
-    write_card(model, {k: v for k, v in card.items() if k != "sha256"})  # checksums match the garbage now
+    decoder = card.files.decoder
+    (model / decoder).write_bytes(b"not an onnx graph")
+    write_card(model, card)  # checksums match the garbage now
 
     with serve_in_thread(create_app(settings_for(models))) as url:
         wait_until(lambda: httpx.get(f"{url}/health/ready").json()["status"] == "failed", "loading to fail")
         ready = httpx.get(f"{url}/health/ready")
         assert ready.status_code == 503 and "en-de" in ready.json()["error"]
-        assert card["files"]["decoder"] in ready.json()["error"]
+        assert decoder in ready.json()["error"]
         refused = httpx.post(f"{url}/translate", json={"q": "Hallo", "source": "de", "target": "en"})
         assert refused.status_code == 503 and "Retry-After" in refused.headers
 
     with serve_in_thread(create_app(settings_for(models, skip_broken_models=True))) as url:
         wait_until(lambda: httpx.get(f"{url}/health/ready").status_code == 200, "readiness")
         ready = httpx.get(f"{url}/health/ready").json()
-        assert ready["models"] == ["de-en"] and card["files"]["decoder"] in ready["broken_models"]["en-de"]
+        assert ready["models"] == ["de-en"] and decoder in ready["broken_models"]["en-de"]
         assert httpx.post(f"{url}/translate", json={"q": "Hallo", "source": "de", "target": "en"}).status_code == 200
 
 
@@ -169,3 +190,14 @@ def test_cuda_without_cuda_fails_with_a_clear_message(served_models_dir):
     assert last["level"] == "critical"
     assert last["msg"] == ("cannot start: MT_DEVICE=cuda but onnxruntime has no CUDAExecutionProvider "
                            "(install onnxruntime-gpu)")
+
+
+def test_an_invalid_card_is_never_written(served_models_dir, tmp_path):
+    model = tmp_path / "de-en"
+    shutil.copytree(served_models_dir / "de-en", model)
+    before = (model / "model.json").read_bytes()
+    card = read_card(model).to_dict()
+    card["decoding_defaults"]["beam_size"] = 0
+    with pytest.raises(ModelCardError, match=r"not written.*decoding_defaults\.beam_size"):
+        write_card(model, card)
+    assert (model / "model.json").read_bytes() == before

@@ -44,11 +44,11 @@ def test_training_resumes_from_its_last_checkpoint(tiny_run, corpus_dir, tmp_pat
 def test_exported_model_card_and_files(tiny_model_dir):
     card = read_card(tiny_model_dir)
     verify_files(tiny_model_dir, card)
-    assert card["id"] == "de-en" and card["source_language"] == "de" and card["target_language"] == "en"
-    assert card["parity"]["max_abs_logprob_diff"] <= 1e-4
-    assert card["parity"]["greedy_identical"] == card["parity"]["sentences"] == 200
-    assert set(card["files"]) == {"encoder", "decoder", "decoder_int8", "tokenizer"}
-    assert card["architecture"]["parameters"] > 0 and "licence" in card["training"]
+    assert card.id == "de-en" and card.source_language == "de" and card.target_language == "en"
+    assert card.parity["max_abs_logprob_diff"] <= 1e-4
+    assert card.parity["greedy_identical"] == card.parity["sentences"] == 200
+    assert set(card.to_dict()["files"]) == {"encoder", "decoder", "decoder_int8", "tokenizer"}
+    assert card.architecture["parameters"] > 0 and "licence" in card.training
 
 
 def test_onnx_decoding_through_the_service_pipeline(tiny_model_dir):
@@ -95,8 +95,8 @@ def test_evaluation_keeps_the_int8_decoder_only_within_its_bleu_budget(tiny_mode
     shutil.copytree(tiny_model_dir, model_dir)
     monkeypatch.setattr(evaluate, "INT8_MAX_BLEU_DROP", allowed_drop)
     card = evaluate.evaluate(model_dir, corpus_dir, ["multi30k:test2016"], [1])
-    assert card["int8"]["shipped"] is shipped and card["int8"]["test_set"] == "multi30k:test2016"
-    assert ("decoder_int8" in card["files"]) is shipped and (model_dir / "decoder.int8.onnx").exists() is shipped
+    assert card.int8["shipped"] is shipped and card.int8["test_set"] == "multi30k:test2016"
+    assert (card.files.decoder_int8 is not None) is shipped and (model_dir / "decoder.int8.onnx").exists() is shipped
     verify_files(model_dir, read_card(model_dir))
 
 
@@ -137,8 +137,8 @@ def test_checkpoint_averaging_exports_with_parity(tiny_run, corpus_dir, tmp_path
     shutil.copy(tmp_path / "averaged.pt", run / "averaged.pt")
     sources = [s for s, _ in load_pairs(corpus_dir, "val", "de", "en", clean=False)[:50]]
     card = export_run(run, tmp_path / "models" / "de-en", "de", "en", sources, checkpoint_name="averaged.pt")
-    assert card["training"]["exported_weights"] == "average of epochs [2, 3]"
-    assert card["parity"]["greedy_identical"] == 50
+    assert card.training["exported_weights"] == "average of epochs [2, 3]"
+    assert card.parity["greedy_identical"] == 50
 
 
 def test_export_refuses_a_graph_that_does_not_match_pytorch(tiny_run, corpus_dir, tmp_path, monkeypatch):
@@ -189,7 +189,8 @@ def test_evaluation_refuses_sets_that_differ_from_the_recipe_at_export(tiny_mode
     card = json.loads(card_path.read_text())
     card["training"]["evaluation_sets_sha256"] = data.fingerprints()
     card_path.write_text(json.dumps(card))
-    assert set(evaluate.evaluation_sets(card, corpus_dir, None)) == {"multi30k:val", "multi30k:test2016"}
+    assert set(evaluate.evaluation_sets(read_card(model_dir), corpus_dir, None)) == {"multi30k:val", "multi30k:test2016"}
     card["training"]["evaluation_sets_sha256"]["multi30k:test2016"] = "0" * 64
+    card_path.write_text(json.dumps(card))
     with pytest.raises(SystemExit, match="multi30k:test2016 rebuilt from the card's recipe differs"):
-        evaluate.evaluation_sets(card, corpus_dir, None)
+        evaluate.evaluation_sets(read_card(model_dir), corpus_dir, None)

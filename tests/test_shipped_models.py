@@ -22,25 +22,25 @@ def test_model_card_is_complete_and_files_verify(model_id):
     card = read_card(model_dir)
     verify_files(model_dir, card)
     src, tgt = model_id.split("-")
-    assert (card["id"], card["source_language"], card["target_language"]) == (model_id, src, tgt)
-    arch = card["architecture"]
+    assert (card.id, card.source_language, card.target_language) == (model_id, src, tgt)
+    arch = card.architecture
     assert arch["cell"] in {"rnn", "gru", "lstm"} and arch["attention"] != "none"
     assert 0 < arch["parameters"] <= 10_000_000
-    assert sum((model_dir / f).stat().st_size for f in card["sha256"]) <= 45 * 2**20
-    vocab = card["vocabulary"]
-    assert (vocab["pad_id"], vocab["unk_id"], vocab["bos_id"], vocab["eos_id"]) == (0, 1, 2, 3)
-    assert card["graphs"]["decoder"]["outputs"] == ["log_probs", "new_state", "attention", "top_log_probs",
+    assert sum((model_dir / f).stat().st_size for f in card.sha256) <= 45 * 2**20
+    vocab = card.vocabulary
+    assert (vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id) == (0, 1, 2, 3)
+    assert card.graphs.decoder.outputs == ["log_probs", "new_state", "attention", "top_log_probs",
                                                     "top_tokens"]
     decoder = OnnxSeq2Seq(model_dir, threads=1)
     assert decoder.supports_top_k  # the search reads each row's best tokens from the graph's TopK
-    assert "non-commercial" in card["training"]["licence"]
-    parity = card["parity"]
+    assert "non-commercial" in card.training["licence"]
+    parity = card.parity
     assert parity["max_abs_logprob_diff"] <= 1e-4 and parity["greedy_identical"] == parity["sentences"] >= 1014
 
 
 @pytest.mark.parametrize("model_id", SHIPPED)
 def test_model_card_names_its_corpora_domains_and_licences(model_id):
-    training = read_card(MODELS / model_id)["training"]
+    training = read_card(MODELS / model_id).training
     corpora = {c["name"]: c for c in training.get("corpora", []) if c["train_pairs"]}
     if not corpora:
         pytest.skip(f"{model_id} predates per-corpus model cards (Multi30k only: see its 'data' field)")
@@ -55,7 +55,7 @@ def test_model_card_names_its_corpora_domains_and_licences(model_id):
 @pytest.mark.parametrize("model_id", SHIPPED)
 def test_model_card_scores_carry_signatures_and_meet_the_bar(model_id):
     card = read_card(MODELS / model_id)
-    scores = card["scores"]
+    scores = card.scores
     for split in scores:
         for search in ("greedy", "beam5"):
             entry = scores[split][search]
@@ -89,8 +89,8 @@ def test_shipped_model_translates(model_id, sentence, expected):
 def test_shipped_confidence_trusts_known_input_and_distrusts_another_language(model_id, known, foreign):
     model = OnnxSeq2Seq(MODELS / model_id)
     card = model.card
-    assert card["confidence"]["confidence"]["expected_calibration_error"] <= 0.05
-    translator = SentenceTranslator(model, model.tokenizer, source_language=card["source_language"],
-                                    confidence=ConfidenceModel.from_card(card["confidence"]))
+    assert card.confidence["confidence"]["expected_calibration_error"] <= 0.05
+    translator = SentenceTranslator(model, model.tokenizer, source_language=card.source_language,
+                                    confidence=ConfidenceModel.from_card(card.confidence))
     good, bad = (translator.translate([s], SearchOptions(beam_size=5))[0][0].confidence for s in (known, foreign))
     assert good > 0.5 and bad < 0.1

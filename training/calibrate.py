@@ -26,7 +26,7 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from inference.card import search_options, write_card
+from inference.card import ModelCard, search_options, write_card
 from inference.confidence import GOOD_CHRF, SIGNALS, ConfidenceModel
 from inference.onnx_model import OnnxSeq2Seq
 from inference.search import SearchOptions
@@ -55,11 +55,11 @@ def random_strings(count: int, seed: int) -> list[str]:
     return texts
 
 
-def foreign_sets(card: dict, split: str, data_dir: Path, mirror: Path | None) -> dict[str, list[tuple[str, str]]]:
+def foreign_sets(card: ModelCard, split: str, data_dir: Path, mirror: Path | None) -> dict[str, list[tuple[str, str]]]:
     """Multi30k ``split`` captions in languages other than the model's, paired with target-language captions."""
-    recipe = card.get("training", {}).get("data_recipe") or {}
+    recipe = card.training.get("data_recipe") or {}
     uses_multi30k = not recipe or any(c.get("preset") == "multi30k" for c in recipe.get("corpora", []))
-    src, tgt = card["source_language"], card["target_language"]
+    src, tgt = card.source_language, card.target_language
     if not uses_multi30k or tgt not in MULTI30K_LANGUAGES:
         return {}
     directory = fetch_multi30k(data_dir, mirror)
@@ -119,14 +119,14 @@ def deciles(confidence: np.ndarray, quality: np.ndarray, good_chrf: float = GOOD
 
 
 def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot: Path | None = None,
-              max_per_set: int | None = None, good_chrf: float = GOOD_CHRF) -> dict:
+              max_per_set: int | None = None, good_chrf: float = GOOD_CHRF) -> ModelCard:
     """Fit the confidence on the model's validation data, measure it on its test data, write both into the card."""
     model = OnnxSeq2Seq(model_dir)
     card = model.card
-    translator = SentenceTranslator(model, model.tokenizer, source_language=card["source_language"])
+    translator = SentenceTranslator(model, model.tokenizer, source_language=card.source_language)
     options = search_options(card)
     sets = {name: pairs[:max_per_set] for name, pairs in evaluation_sets(card, data_dir, mirror).items()}
-    recipe = card.get("training", {}).get("data_recipe") or {}
+    recipe = card.training.get("data_recipe") or {}
     valid_names = recipe.get("valid") or [n for n in sets if "val" in n]
     test_names = recipe.get("test") or [n for n in sets if "test" in n]
 
@@ -163,10 +163,9 @@ def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot:
                          for name, (f, q) in test_domain.items()},
         "deciles": deciles(confidence, quality, good_chrf),
     }
-    card["confidence"] = entry
-    write_card(model_dir, card)
+    card = write_card(model_dir, card.with_sections(confidence=entry))
     if plot is not None:
-        plot_deciles(entry, card["id"], plot)
+        plot_deciles(entry, card.id, plot)
     return card
 
 
@@ -194,17 +193,17 @@ def plot_deciles(entry: dict, model_id: str, path: Path) -> None:
     plt.close(figure)
 
 
-def markdown(cards: list[dict]) -> str:
+def markdown(cards: list[ModelCard]) -> str:
     lines = ["| model | score | Spearman (chrF) | AUC good (chrF >= threshold) | ECE | AUC vs foreign inputs |",
              "|---|---|---:|---:|---:|---|"]
     for card in cards:
-        entry = card["confidence"]
+        entry = card.confidence or {}
         for label, stats in (("confidence", entry["confidence"]),
                              ("baseline: mean log-prob", entry["baseline_mean_log_prob"])):
             foreign = ", ".join(f"{k.removeprefix('roc_auc_vs_')} {v:.4f}" for k, v in stats.items()
                                 if k.startswith("roc_auc_vs_"))
             ece = stats.get("expected_calibration_error")
-            lines.append(f"| {card['id']} | {label} | {stats['spearman_chrf']:.3f} | {stats['roc_auc_good']} "
+            lines.append(f"| {card.id} | {label} | {stats['spearman_chrf']:.3f} | {stats['roc_auc_good']} "
                          f"| {'' if ece is None else f'{ece:.3f}'} | {foreign} |")
     return "\n".join(lines)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sacrebleu.metrics import BLEU, CHRF
 
-from inference.card import search_options, write_card
+from inference.card import ModelCard, search_options, write_card
 from inference.onnx_model import OnnxSeq2Seq
 from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
@@ -90,23 +90,23 @@ def search_name(beam: int) -> str:
     return "greedy" if beam == 1 else f"beam{beam}"
 
 
-def evaluation_sets(card: dict, data_dir: Path, mirror: Path | None) -> dict[str, list[tuple[str, str]]]:
+def evaluation_sets(card: ModelCard, data_dir: Path, mirror: Path | None) -> dict[str, list[tuple[str, str]]]:
     """The card's validation and test sets, rebuilt from its data recipe (default: Multi30k val and test2016)."""
-    training = card.get("training", {})
-    sources = parse_sources(training.get("data_recipe"), card["source_language"], card["target_language"])
+    training, source, target = card.training, card.source_language, card.target_language
+    sources = parse_sources(training.get("data_recipe"), source, target)
     rules = CleaningRules(**training.get("cleaning_rules", {}))
-    data = prepare_data(sources, card["source_language"], card["target_language"], rules, data_dir, mirror)
+    data = prepare_data(sources, source, target, rules, data_dir, mirror)
     for name, digest in data.fingerprints().items():
         recorded = training.get("evaluation_sets_sha256", {}).get(name)
         if recorded is not None and recorded != digest:
-            raise SystemExit(f"{card['id']}: the evaluation set {name} rebuilt from the card's recipe differs from "
+            raise SystemExit(f"{card.id}: the evaluation set {name} rebuilt from the card's recipe differs from "
                              f"the one held out at export (SHA-256 {digest[:12]}, card {recorded[:12]}): the corpus "
                              "or the cleaning changed")
     return {**data.valid, **data.test}
 
 
 def evaluate(model_dir: Path, data_dir: Path, splits: list[str] | None, beams: list[int],
-             mirror: Path | None = None) -> dict:
+             mirror: Path | None = None) -> ModelCard:
     """Score the model on its evaluation sets (or the named ones) and write the scores into its card."""
     model = OnnxSeq2Seq(model_dir)
     card = model.card
@@ -127,13 +127,13 @@ def evaluate(model_dir: Path, data_dir: Path, splits: list[str] | None, beams: l
             if multi:
                 result["multi_reference"] = multi
             scores.setdefault(split, {})[key] = result
-            log.info("%s %s %s: %s", card["id"], split, key,
+            log.info("%s %s %s: %s", card.id, split, key,
                      {k: v for k, v in scores[split][key].items() if k in ("bleu", "bleu_lowercase", "chrf")})
-    card["scores"] = scores
+    sections: dict = {"scores": scores}
 
-    test_sets = [name for name in (card.get("training", {}).get("data_recipe") or {}).get("test", [])
+    test_sets = [name for name in (card.training.get("data_recipe") or {}).get("test", [])
                  if name in pairs] or [name for name in pairs if "test" in name]
-    if "decoder_int8" in card["files"] and test_sets:
+    if card.files.decoder_int8 is not None and test_sets:
         beam, key = max(beams), search_name(max(beams))
         int8 = OnnxSeq2Seq(model_dir, quantized=True)
         test_name = test_sets[0]
@@ -142,21 +142,21 @@ def evaluate(model_dir: Path, data_dir: Path, splits: list[str] | None, beams: l
                                             search_options(card, beam))
         int8_bleu = score(hypotheses, [t for _, t in test])["bleu"]
         drop = round(scores[test_name][key]["bleu"] - int8_bleu, 2)
-        card["int8"] = {"test_set": test_name, "bleu": int8_bleu, "bleu_drop": drop, "search": key,
+        sections["int8"] = {"test_set": test_name, "bleu": int8_bleu, "bleu_drop": drop, "search": key,
                         "sentences_per_second": round(speed, 1), "shipped": drop <= INT8_MAX_BLEU_DROP}
         log.info("int8 decoder: %s %s BLEU %.2f (drop %.2f)", test_name, key, int8_bleu, drop)
         if drop > INT8_MAX_BLEU_DROP:
-            (model_dir / card["files"].pop("decoder_int8")).unlink()
-    write_card(model_dir, card)
-    return card
+            (model_dir / card.files.decoder_int8).unlink()
+            sections["files"] = card.files.model_copy(update={"decoder_int8": None})
+    return write_card(model_dir, card.with_sections(**sections))
 
 
-def markdown_table(cards: list[dict]) -> str:
+def markdown_table(cards: list[ModelCard]) -> str:
     lines = ["| model | split | search | BLEU | BLEU (lowercased) | chrF |", "|---|---|---|---:|---:|---:|"]
     for card in cards:
-        for split, by_search in card["scores"].items():
+        for split, by_search in (card.scores or {}).items():
             for search_name, s in by_search.items():
-                lines.append(f"| {card['id']} | {split} | {search_name} | {s['bleu']:.2f} | "
+                lines.append(f"| {card.id} | {split} | {search_name} | {s['bleu']:.2f} | "
                              f"{s['bleu_lowercase']:.2f} | {s['chrf']:.2f} |")
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from inference.card import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, TOP_K_INPUT,
-                            TOP_K_OUTPUTS, read_card, write_card)
+                            TOP_K_OUTPUTS, ModelCard, read_card, write_card)
 from inference.onnx_model import OnnxGraphs, OnnxSeq2Seq
 from inference.search import SearchOptions, pad_batch, search
 from training.model import ModelConfig, Seq2Seq, count_parameters
@@ -157,7 +157,7 @@ def training_section(run_dir: Path) -> dict:
 
 def export_run(run_dir: Path, out_dir: Path, source: str, target: str, validation_sources: list[str],
                quantize: bool = False, epochs_trained: int | None = None, checkpoint_name: str = "best.pt",
-               evaluation_sets_sha256: dict[str, str] | None = None) -> dict:
+               evaluation_sets_sha256: dict[str, str] | None = None) -> ModelCard:
     """Export, verify parity, and write the model card (scores are added later by training.evaluate)."""
     model, checkpoint = load_run(run_dir, checkpoint_name)
     config = model.config
@@ -234,7 +234,7 @@ def main() -> None:
     card = export_run(args.run_dir, args.out, run_config.source, run_config.target,
                       [s for s, _ in data.valid_pairs], args.quantize, epochs_trained, args.checkpoint,
                       data.fingerprints())
-    print(json.dumps(card["parity"], indent=2))
+    print(json.dumps(card.parity, indent=2))
 
 
 if __name__ == "__main__":

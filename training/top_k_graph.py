@@ -18,7 +18,8 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from inference.card import DECODER_INPUTS, DECODER_OUTPUTS, TOP_K_INPUT, TOP_K_OUTPUTS, read_card, write_card
+from inference.card import (DECODER_INPUTS, DECODER_OUTPUTS, TOP_K_INPUT, TOP_K_OUTPUTS, GraphSignature, read_card,
+                            write_card)
 
 log = logging.getLogger("training.top_k_graph")
 
@@ -43,10 +44,10 @@ def add_top_k(path: Path) -> bool:
 def upgrade(model_dir: Path) -> list[str]:
     """Add the TopK to every decoder graph of an exported model directory; returns the files changed."""
     card = read_card(model_dir)
-    changed = [card["files"][name] for name in ("decoder", "decoder_int8")
-               if name in card["files"] and add_top_k(model_dir / card["files"][name])]
-    card["graphs"]["decoder"] = {"inputs": DECODER_INPUTS + [TOP_K_INPUT], "outputs": DECODER_OUTPUTS + TOP_K_OUTPUTS}
-    write_card(model_dir, card)
+    changed = [name for name in (card.files.decoder, card.files.decoder_int8)
+               if name is not None and add_top_k(model_dir / name)]
+    decoder = GraphSignature(inputs=DECODER_INPUTS + [TOP_K_INPUT], outputs=DECODER_OUTPUTS + TOP_K_OUTPUTS)
+    write_card(model_dir, card.with_sections(graphs=card.graphs.model_copy(update={"decoder": decoder})))
     return changed
 
 

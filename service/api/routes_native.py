@@ -105,7 +105,7 @@ async def models(engine: TranslationEngine = Depends(get_engine)) -> dict:
         raise NotReady("models are still loading")
     cards = []
     for model in engine.registry.models.values():
-        card = {key: value for key, value in model.card.items() if key != "sha256"}
+        card = {key: value for key, value in model.card.to_dict().items() if key != "sha256"}
         card["runtime"] = {"decoder": "int8" if model.quantized else "fp32", "providers": model.providers}
         cards.append(card)
     return {"models": cards, "broken": engine.registry.broken}
