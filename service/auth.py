@@ -77,6 +77,15 @@ class TokenBucket:
         self.updated = now
         return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.per_second
 
+    def spend(self, amount: float, now: float) -> float:
+        """Spend ``amount`` if anything is left, even more than is left (the debt delays what comes next): 0.0,
+        or the seconds until something is left again."""
+        self.wait(now)
+        if self.tokens > 0:
+            self.tokens -= amount
+            return 0.0
+        return -self.tokens / self.per_second + 1e-3
+
     def take(self, now: float) -> float:
         """Take one token: 0.0 if there was one, else the seconds until there will be one."""
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_second)
@@ -88,13 +97,18 @@ class TokenBucket:
 
 
 class KeyRing:
-    def __init__(self, keys: list[ApiKey], burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, keys: list[ApiKey], burst: int, clock: Callable[[], float] = time.monotonic,
+                 work_per_minute: float = 0) -> None:
         if not keys:
             raise ApiKeyConfigError("no API keys")
         self.keys = keys
+        self.work_per_minute = work_per_minute
         self._clock = clock
         now = clock()
         self._buckets = {key.id: TokenBucket(burst, key.per_minute / 60, now) for key in keys if key.per_minute}
+        # Work (source tokens x beam size decoded): one minute's worth may be spent at once.
+        self._work_buckets = {key.id: TokenBucket(work_per_minute, work_per_minute / 60, now)
+                              for key in keys} if work_per_minute else {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -116,7 +130,8 @@ class KeyRing:
             digest = _digest(secret)
             fingerprint = hmac.new(fingerprint_secret, secret.encode(), hashlib.sha256).hexdigest()[:8]
             keys[digest] = ApiKey("key-" + fingerprint, digest, per_minute)  # a repeated key: the last wins
-        return cls(list(keys.values()), settings.rate_limit_burst)
+        return cls(list(keys.values()), settings.rate_limit_burst,
+                   work_per_minute=settings.rate_limit_work_per_minute)
 
     def keep_buckets_of(self, previous: KeyRing) -> None:
         """Carry over the buckets of keys that ``previous`` also had at the same rate: a reload must not hand
@@ -125,6 +140,8 @@ class KeyRing:
         for key in self.keys:
             if key.id in self._buckets and rates.get(key.id) == key.per_minute:
                 self._buckets[key.id] = previous._buckets[key.id]
+            if key.id in self._work_buckets and previous.work_per_minute == self.work_per_minute:
+                self._work_buckets[key.id] = previous._work_buckets.get(key.id, self._work_buckets[key.id])
 
     def authenticate(self, presented: str | None) -> ApiKey:
         """The key matching ``presented``; raises Unauthorized (none given) or Forbidden (no match)."""
@@ -149,6 +166,18 @@ class KeyRing:
         if wait:
             raise RateLimited(f"rate limit of {key.per_minute:g} requests per minute exceeded for this API key",
                               max(1, math.ceil(wait)))
+
+    def charge_work(self, key: ApiKey, work: int) -> None:
+        """Count the work a request is about to decode (source tokens x beam size) against ``key``'s work rate;
+        raises RateLimited while the key is in debt from earlier requests."""
+        bucket = self._work_buckets.get(key.id)
+        if bucket is None or not work:
+            return
+        with self._lock:
+            wait = bucket.spend(work, self._clock())
+        if wait:
+            raise RateLimited(f"work rate limit of {self.work_per_minute:g} per minute (source tokens x beam size of "
+                              "the sentences decoded) exceeded for this API key", max(1, math.ceil(wait)))
 
 
 class AuthFailureLimiter:

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     auth_failures_per_minute: float = Field(30, ge=0, description="Requests with a missing or wrong API key one "
                                                                   "client address may make per minute (after a "
                                                                   "burst of 10); beyond: 429. 0 = no limit.")
+    rate_limit_work_per_minute: float = Field(
+        0, ge=0, description="Work per minute per API key, in source tokens x beam size of the sentences it has "
+                             "decoded (cache hits are free); 0 = no limit. A request goes through while the key has "
+                             "work left, and what it takes beyond that delays the key's next requests.")
     rate_limit_burst: int = Field(10, ge=1, description="Requests a key may send at once before the per-minute "
                                                         "rate applies (token bucket size).")
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -53,6 +54,9 @@ class TranslationJob:
     terms: tuple[glossary.Term, ...] = ()  # glossary entries and do-not-translate spans (service.glossary)
     flow: str = ""  # who is asking (API key or client): the scheduler shares the decoder fairly between flows
     confidence: bool = False  # compute each sentence's calibrated confidence (else it is None)
+    # Charges the work about to be decoded (source tokens x beam size) to the caller's rate limit; may raise
+    # RateLimited. Set by the API for requests with an API key.
+    charge_work: Callable[[int], None] | None = field(default=None, compare=False)
 
     @property
     def decode_attention(self) -> bool:
@@ -200,6 +204,9 @@ class TranslationEngine:
         total = sum(len(sentences) for sentences in wanted.values())
 
         found, missing = self._from_cache(job, wanted)
+        if job.charge_work is not None:
+            job.charge_work(sum(work(ids, self._beam_size(job, self.registry.models[model_id]))
+                                for model_id, distinct in missing.items() for ids in distinct.values()))
         decoded: dict[str, list[list[Translation]]] = {}
         queue_s, busy_s = 0.0, 0.0
         if any(missing.values()):

@@ -10,6 +10,7 @@ file is one client's request, however many jobs it takes, and each job holds at 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.config import Settings
@@ -93,13 +94,15 @@ class Outcome:
     inference_ms: float = 0.0  # summed over the jobs
 
 
-async def translate_units(engine: TranslationEngine, units: list[str], source: str, target: str) -> Outcome:
-    """Translate ``units`` from ``source`` (a served code, not auto) to ``target``; raises the engine's errors."""
+async def translate_units(engine: TranslationEngine, units: list[str], source: str, target: str, flow: str = "",
+                          charge_work: Callable[[int], None] | None = None) -> Outcome:
+    """Translate ``units`` from ``source`` (a served code, not auto) to ``target`` for ``flow`` (charging its work
+    rate, where it has one); raises the engine's errors."""
     work = plan(units, engine.settings)
     outputs: list[str] = []
     outcome = Outcome([], jobs=len(work.jobs))
     for texts in work.jobs:
-        result = await engine.translate(TranslationJob(texts, source, target,
+        result = await engine.translate(TranslationJob(texts, source, target, flow=flow, charge_work=charge_work,
                                                        timeout_s=engine.settings.max_request_timeout_s))
         outputs += [t.text for t in result.translations]
         outcome.sentences += result.sentences

@@ -227,6 +227,30 @@ def test_each_key_has_its_own_rate_limit(keyed):
     assert metric_value(metrics, "mt_rejections_total", {"reason": "rate_limited"}) == 3
 
 
+def test_a_work_bucket_lets_a_request_overdraw_and_the_debt_delays_the_next():
+    bucket = TokenBucket(100, 100 / 60, now=0.0)
+    assert bucket.spend(150, 0.0) == 0  # more than is left: let through, 50 in debt
+    assert bucket.spend(1, 0.0) == pytest.approx(30.0, abs=0.01)  # the debt repays at 100 per minute
+    assert bucket.spend(1, 29.0) > 0
+    assert bucket.spend(1, 31.0) == 0
+
+
+def test_work_rate_limits_count_what_is_decoded(served_models_dir):
+    """MT_RATE_LIMIT_WORK_PER_MINUTE: each key's budget of source tokens x beam size. A request with work left
+    goes through, a key in debt gets 429 with Retry-After, a cached sentence costs nothing, other keys go on."""
+    with running_service(served_models_dir, api_keys=[ALPHA, BETA], rate_limit_work_per_minute=60,
+                         auth_failures_per_minute=0, cache_size=1000) as url, httpx.Client(base_url=url, timeout=60) as client:
+        big = {"texts": ["Ein Mann in einem blauen Hemd steht auf einer Leiter und putzt ein Fenster."] * 2,
+               "source": "de", "target": "en", "beam_size": 5}
+        assert client.post("/v1/translate", json=big, headers=bearer(ALPHA)).status_code == 200  # ~100 of 60
+        other = {**big, "texts": ["Zwei Hunde spielen im Schnee."]}
+        limited = client.post("/v1/translate", json=other, headers=bearer(ALPHA))
+        assert_error(limited, 429, "work rate limit of 60 per minute")
+        assert 1 <= int(limited.headers["Retry-After"]) <= 120
+        assert client.post("/v1/translate", json=big, headers=bearer(ALPHA)).status_code == 200  # cached: free
+        assert client.post("/v1/translate", json=other, headers=bearer(BETA)).status_code == 200
+
+
 # ---- CORS ---------------------------------------------------------------------------------------------------------
 
 def test_cors_is_off_by_default_and_allows_only_the_configured_origins(served_models_dir):

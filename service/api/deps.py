@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import email.message
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from fastapi import HTTPException, Request, Response
@@ -46,6 +47,7 @@ def check_api_key(request: Request, body_key: str | None = None) -> None:
         raise
     request.state.log["api_key"] = key.id
     ring.admit(key)
+    request.state.charge_work = partial(ring.charge_work, key)
 
 
 async def require_api_key(request: Request) -> None:
@@ -72,6 +74,11 @@ def _bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
+def flow_of(request: Request) -> str:
+    """Whose work this is, for the scheduler's fair shares: the API key, or the client's address."""
+    return request.state.log.get("api_key") or f"client {request.client.host if request.client else 'unknown'}"
+
+
 async def run_job(request: Request, response: Response, engine: TranslationEngine, job: TranslationJob) -> JobResult:
     """Run a translation job, cancelling its queued work if the client disconnects; adds timing headers and
     log fields (text only when MT_LOG_TEXT is on)."""
@@ -80,8 +87,8 @@ async def run_job(request: Request, response: Response, engine: TranslationEngin
                   beam_size=job.beam_size, n_best=job.n_best)
     if engine.settings.log_text:
         fields["text"] = job.texts
-    flow = fields.get("api_key") or f"client {request.client.host if request.client else 'unknown'}"
-    result = await cancel_on_disconnect(request, engine.translate(replace(job, flow=flow)))
+    job = replace(job, flow=flow_of(request), charge_work=getattr(request.state, "charge_work", None))
+    result = await cancel_on_disconnect(request, engine.translate(job))
     fields.update(models=result.models, sentences=result.sentences, cache_hits=result.cache_hits,
                   queue_ms=round(result.queue_ms, 2), inference_ms=round(result.inference_ms, 2))
     if engine.settings.log_text:

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from service import documents
-from service.api.deps import cancel_on_disconnect, check_api_key, get_engine
+from service.api.deps import cancel_on_disconnect, check_api_key, flow_of, get_engine
 from service.api.params import Upload, api_key_param, read_params, text_param
 from service.api.routes_libre import ERRORS
 from service.api.schemas import ErrorResponse, TranslateFileResponse
@@ -98,7 +98,8 @@ async def translate_file(request: Request, response: Response, engine: Translati
         if language == target_code:  # already in the target language: returned as it is, as /translate does
             outcome = Outcome(list(document.texts))
         else:
-            outcome = await translate_units(engine, document.texts, language, target_code)
+            outcome = await translate_units(engine, document.texts, language, target_code, flow_of(request),
+                                            getattr(request.state, "charge_work", None))
         log.update(jobs=outcome.jobs, sentences=outcome.sentences, models=sorted(outcome.models),
                    queue_ms=round(outcome.queue_ms, 2), inference_ms=round(outcome.inference_ms, 2))
         response.headers["X-Queue-Time-Ms"] = f"{outcome.queue_ms:.2f}"
