@@ -3,8 +3,9 @@
     python -m bench.scheduling --model-dir models/de-en --configs batch,continuous \\
         --scenarios singles,saturated,lone,fairness,mixed --duration-s 10 --warmup-s 2 --out bench/results
 
-One service subprocess per configuration (``batch``: MT_SCHEDULER=batch; ``continuous``: MT_SCHEDULER=continuous),
-all started up front with the translation cache off. Each measurement point runs on every configuration back to
+One service subprocess per configuration (``batch``: MT_SCHEDULER=batch; ``continuous``: MT_SCHEDULER=continuous;
+``continuous-uncapped``: the continuous scheduler without its bulk cap, for the fairness trade), all started up
+front with the translation cache off. Each measurement point runs on every configuration back to
 back, their order alternating from one point to the next, so slow drift of the machine hits all alike. Clients
 are bench.service's closed loops (send, wait for the answer, send again) over keep-alive connections, drawing in
 turn from one fixed sample of the corpus; a point counts the requests that finish inside its measured window
