@@ -54,7 +54,7 @@ class Hypothesis:
     token_log_probs: np.ndarray | None = None  # [steps] float64: log-prob of each generated token (</s> included)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchOptions:
     beam_size: int = 1
     n_best: int = 1

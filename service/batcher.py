@@ -1,7 +1,7 @@
 """Dynamic batching: sentences from any number of callers are queued and decoded together on one worker thread.
 
-Sentences share a decoder batch only when their ``BatchKey`` is equal (same model, beam size, n-best and
-length penalty), because one search runs with one set of options. A batch is started when its group has
+Sentences share a decoder batch only when they have the same model and search options (attention aside: a batch
+decodes it when any of its sentences wants it), because one search runs with one set of options. A batch is started when its group has
 ``max_sentences`` sentences or ``max_tokens`` tokens queued, or when the group's oldest sentence has waited
 ``max_wait_s``. The oldest queued sentence is always in the next batch (no starvation); the rest of the batch
 is filled with the sentences of its group closest to it in length, so long and short sentences are not
@@ -21,9 +21,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from inference.search import SearchOptions
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,14 @@ class BatcherStopped(Exception):
 
 @dataclass(frozen=True)
 class BatchKey:
-    """What sentences must share to be decoded in one batch."""
+    """What sentences must share to be decoded in one batch: the model and the search options, attention aside."""
 
     model_id: str
-    beam_size: int
-    n_best: int
-    length_penalty: float
+    options: SearchOptions
+
+    @classmethod
+    def of(cls, model_id: str, options: SearchOptions) -> BatchKey:
+        return cls(model_id, replace(options, return_attention=False))
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,8 @@ class BatchStats:
     finished: float
 
 
-# runner(key, sources [B lists of token ids], want_attention) -> one result per source, in order
-Runner = Callable[[BatchKey, list[list[int]], bool], Sequence[Any]]
+# runner(model id, search options, sources [B lists of token ids]) -> one result per source, in order
+Runner = Callable[[str, SearchOptions, list[list[int]]], Sequence[Any]]
 
 
 @dataclass(eq=False)
@@ -117,10 +120,11 @@ class DynamicBatcher:
         """Sentences queued and not yet started."""
         return self._depth
 
-    def submit(self, key: BatchKey, sources: list[list[int]], deadline: float,
-               want_attention: bool = False, flow: str = "") -> list[Future]:
+    def submit(self, model_id: str, options: SearchOptions, sources: list[list[int]], deadline: float,
+               flow: str = "") -> list[Future]:
         """Queue all of ``sources`` or none of them; ``deadline`` is on this batcher's clock (monotonic). ``flow``
         (who asks) is not used: this batcher serves the oldest sentence first."""
+        key, want_attention = BatchKey.of(model_id, options), options.return_attention
         with self._cond:
             if self._stopping:
                 raise BatcherStopped("shutting down")
@@ -196,14 +200,14 @@ class DynamicBatcher:
             self._cond.wait(timeout=wait)
 
     def _group_is_full(self, group: list[_Item]) -> bool:
-        tokens = sum(len(item.source) for item in group) * group[0].key.beam_size
+        tokens = sum(len(item.source) for item in group) * group[0].key.options.beam_size
         return len(group) >= self.limits.max_sentences or tokens >= self.limits.max_tokens
 
     def _take_locked(self, group: list[_Item], head: _Item) -> list[_Item]:
         """The head plus its group's sentences nearest in length, within the batch limits; marks them running."""
         ordered = sorted(group, key=lambda item: len(item.source))
         low = high = ordered.index(head)  # the batch is ordered[low : high + 1]
-        beam, target = head.key.beam_size, len(head.source)
+        beam, target = head.key.options.beam_size, len(head.source)
         while high - low + 1 < self.limits.max_sentences:
             left = ordered[low - 1] if low > 0 else None
             right = ordered[high + 1] if high + 1 < len(ordered) else None
@@ -245,7 +249,8 @@ class DynamicBatcher:
         key = batch[0].key
         started = self._clock()
         try:
-            results = self._runner(key, [item.source for item in batch], any(item.want_attention for item in batch))
+            options = replace(key.options, return_attention=any(item.want_attention for item in batch))
+            results = self._runner(key.model_id, options, [item.source for item in batch])
         except Exception as error:  # noqa: BLE001 - the callers get the error; the worker lives on
             log.exception("decoder batch failed (model %s, %d sentences)", key.model_id, len(batch))
             for item in batch:

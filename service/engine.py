@@ -23,8 +23,7 @@ from inference.search import Hypothesis, SearchOptions, StepModel, search
 from inference.translator import Translation
 from service import glossary, htmltext
 from service.alignment import align
-from service.batcher import (BatcherStopped, BatchKey, BatchLimits, BatchStats, DeadlineExceeded, DynamicBatcher,
-                             QueueFull)
+from service.batcher import BatcherStopped, BatchLimits, BatchStats, DeadlineExceeded, DynamicBatcher, QueueFull
 from service.cache import TranslationCache, cache_key
 from service.config import Settings
 from service.errors import BadModelOutput, InvalidJob, JobTimeout, NotReady, Overloaded, ShuttingDown
@@ -129,7 +128,7 @@ class TranslationEngine:
         self.batcher: DynamicBatcher | ContinuousBatcher
         if settings.scheduler == "continuous":
             self.batcher = ContinuousBatcher(
-                self._step_model, self._search_options,
+                self._step_model,
                 SchedulerLimits(max_rows=settings.max_active_rows, max_tokens=settings.max_active_tokens,
                                 max_queue_work=settings.max_queue_work, bulk_sentences=settings.bulk_request_sentences,
                                 shared_bulk_rows=settings.shared_bulk_rows, min_retry_after_s=settings.retry_after_s),
@@ -202,16 +201,18 @@ class TranslationEngine:
         else:
             plans, wanted = self._prepare(job)
         total = sum(len(sentences) for sentences in wanted.values())
+        options = {model_id: self._search_options(job, self.registry.models[model_id]) for model_id in wanted}
+        self._check_work(wanted, options)
 
-        found, missing = self._from_cache(job, wanted)
+        found, missing = self._from_cache(job, wanted, options)
         if job.charge_work is not None:
-            job.charge_work(sum(work(ids, self._beam_size(job, self.registry.models[model_id]))
+            job.charge_work(sum(work(ids, options[model_id].beam_size)
                                 for model_id, distinct in missing.items() for ids in distinct.values()))
         decoded: dict[str, list[list[Translation]]] = {}
         queue_s, busy_s = 0.0, 0.0
         if any(missing.values()):
-            decoded, queue_s, busy_s = await self._decode(job, missing, deadline)
-            self._to_cache(job, missing, decoded)
+            decoded, queue_s, busy_s = await self._decode(job, missing, options, deadline)
+            self._to_cache(job, missing, decoded, options)
         results = {}
         for model_id, distinct in wanted.items():
             fresh = dict(zip(missing[model_id], decoded.get(model_id, [])))
@@ -242,18 +243,21 @@ class TranslationEngine:
         if total > self.settings.max_queue_sentences:
             raise InvalidJob(f"the texts hold {total} sentences; at most {self.settings.max_queue_sentences} "
                              "fit in one request")
-        if self.settings.scheduler == "continuous":
-            cost = 0
-            for model_id, distinct in wanted.items():
-                beam = self._beam_size(job, self.registry.models[model_id])
-                cost += sum(work(ids, beam) for ids in distinct.values())
-            if cost > self.settings.max_queue_work:
-                raise InvalidJob(f"the texts are {cost} units of work (source tokens x beam size); at most "
-                                 f"{self.settings.max_queue_work} fit in one request: send fewer or shorter texts, or "
-                                 "a smaller beam")
         return plans, wanted
 
-    def _from_cache(self, job: TranslationJob, wanted: dict[str, dict[str, list[int]]]
+    def _check_work(self, wanted: dict[str, dict[str, list[int]]], options: dict[str, SearchOptions]) -> None:
+        """The continuous scheduler's queue counts work: a request that could never fit in it is a 400."""
+        if self.settings.scheduler != "continuous":
+            return
+        cost = sum(work(ids, options[model_id].beam_size)
+                   for model_id, distinct in wanted.items() for ids in distinct.values())
+        if cost > self.settings.max_queue_work:
+            raise InvalidJob(f"the texts are {cost} units of work (source tokens x beam size); at most "
+                             f"{self.settings.max_queue_work} fit in one request: send fewer or shorter texts, or "
+                             "a smaller beam")
+
+    def _from_cache(self, job: TranslationJob, wanted: dict[str, dict[str, list[int]]],
+                    options: dict[str, SearchOptions]
                     ) -> tuple[dict[str, dict[str, list[Translation]]], dict[str, dict[str, list[int]]]]:
         """Split each model's distinct sentences into those the cache answers (their n-best) and those to decode
         (their ids); cache hits never reach the batcher."""
@@ -264,9 +268,8 @@ class TranslationEngine:
         missing: dict[str, dict[str, list[int]]] = {model_id: {} for model_id in wanted}
         for model_id, distinct in wanted.items():
             model = self.registry.models[model_id]
-            options = model.search_options(self._beam_size(job, model), job.n_best, job.decode_attention)
             for sentence, ids in distinct.items():
-                nbest = self.cache.get(cache_key(model, ids, options))
+                nbest = self.cache.get(cache_key(model, ids, options[model_id]))
                 if nbest is None or (job.terms and any(t.attention is None for t in nbest)):  # terms: need all
                     missing[model_id][sentence] = ids
                     continue
@@ -276,7 +279,7 @@ class TranslationEngine:
         return found, missing
 
     def _to_cache(self, job: TranslationJob, decoded_ids: dict[str, dict[str, list[int]]],
-                  decoded: dict[str, list[list[Translation]]]) -> None:
+                  decoded: dict[str, list[list[Translation]]], options: dict[str, SearchOptions]) -> None:
         """Store the usable n-best lists just decoded. Attention is kept only for the best hypothesis and only when
         the job asked for it (a batch companion may have): nothing else is ever returned, and it is most of an
         entry's memory. A job with glossary terms keeps every hypothesis's: each of them gets the terms put in
@@ -286,15 +289,15 @@ class TranslationEngine:
         assert self.registry is not None
         for model_id, distinct in decoded_ids.items():
             model = self.registry.models[model_id]
-            options = model.search_options(self._beam_size(job, model), job.n_best, job.decode_attention)
             for ids, nbest in zip(distinct.values(), decoded[model_id]):
                 if not _usable(nbest, job.decode_attention):
                     continue
                 nbest = [t if (rank == 0 or job.terms) and job.decode_attention else replace(t, attention=None)
                          for rank, t in enumerate(nbest)]
-                self.cache.put(cache_key(model, ids, options), nbest)
+                self.cache.put(cache_key(model, ids, options[model_id]), nbest)
 
-    async def _decode(self, job: TranslationJob, wanted: dict[str, dict[str, list[int]]], deadline: float
+    async def _decode(self, job: TranslationJob, wanted: dict[str, dict[str, list[int]]],
+                      options: dict[str, SearchOptions], deadline: float
                       ) -> tuple[dict[str, list[list[Translation]]], float, float]:
         """Queue every distinct sentence, wait for all of them; n-best per sentence by model, the longest wait
         in the queue and the time spent decoding (seconds)."""
@@ -302,11 +305,8 @@ class TranslationEngine:
         submitted: list[tuple[str, list]] = []
         try:
             for model_id, distinct in wanted.items():
-                model = self.registry.models[model_id]
-                beam = self._beam_size(job, model)
-                key = BatchKey(model_id, beam, job.n_best, model.search_options(beam, 1, False).length_penalty)
-                submitted.append((model_id, self.batcher.submit(key, list(distinct.values()), deadline,
-                                                                job.decode_attention, job.flow)))
+                submitted.append((model_id, self.batcher.submit(model_id, options[model_id], list(distinct.values()),
+                                                                deadline, job.flow)))
         except QueueFull as error:
             self._cancel(submitted)
             raise Overloaded("too many queued sentences; retry later", error.retry_after_s) from error
@@ -358,11 +358,11 @@ class TranslationEngine:
         if futures:
             self.batcher.cancel(futures)
 
-    def _run_batch(self, key: BatchKey, sources: list[list[int]], want_attention: bool) -> list[list[Hypothesis]]:
+    def _run_batch(self, model_id: str, options: SearchOptions, sources: list[list[int]]) -> list[list[Hypothesis]]:
         """The request-level batcher's runner (worker thread): one search over one decoder batch."""
-        results = search(self._step_model(key.model_id), sources, self._search_options(key, want_attention))
-        self.metrics.sentences.labels(key.model_id).inc(len(sources))
-        self.metrics.generated_tokens.labels(key.model_id).inc(
+        results = search(self._step_model(model_id), sources, options)
+        self.metrics.sentences.labels(model_id).inc(len(sources))
+        self.metrics.generated_tokens.labels(model_id).inc(
             sum(len(n[0].tokens) + n[0].complete for n in results if n))
         return results
 
@@ -370,9 +370,11 @@ class TranslationEngine:
         assert self.registry is not None
         return self.registry.models[model_id].translator.model
 
-    def _search_options(self, key: BatchKey, want_attention: bool) -> SearchOptions:
-        assert self.registry is not None
-        return self.registry.models[key.model_id].search_options(key.beam_size, key.n_best, want_attention)
+    def _search_options(self, job: TranslationJob, model: LoadedModel) -> SearchOptions:
+        """The one object that says how ``job``'s sentences are decoded by ``model``: the client's choices (checked
+        by ``_check_limits``) with the service's and the card's defaults. The cache, the queue's work accounting
+        and the search all use it as it is."""
+        return model.search_options(self._beam_size(job, model), job.n_best, job.decode_attention)
 
     # ---- planning and reassembly ------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 
 from inference.search import SearchOptions, StepModel, StepSearch
-from service.batcher import BatcherStopped, BatchKey, BatchStats, DeadlineExceeded, QueueFull
+from service.batcher import BatcherStopped, BatchStats, DeadlineExceeded, QueueFull
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -391,12 +391,11 @@ class ModelScheduler:
 
 
 class ContinuousBatcher:
-    """One ``ModelScheduler`` per model behind the ``DynamicBatcher`` interface (``submit`` by ``BatchKey``)."""
+    """One ``ModelScheduler`` per model behind the ``DynamicBatcher``'s interface."""
 
-    def __init__(self, model_for: Callable[[str], StepModel],
-                 options_for: Callable[[BatchKey, bool], SearchOptions], limits: SchedulerLimits,
+    def __init__(self, model_for: Callable[[str], StepModel], limits: SchedulerLimits,
                  metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self._model_for, self._options_for = model_for, options_for
+        self._model_for = model_for
         self.limits = limits
         self._metrics, self._clock = metrics, clock
         self._schedulers: dict[str, ModelScheduler] = {}
@@ -430,9 +429,9 @@ class ContinuousBatcher:
     def healthy(self) -> bool:
         return all(s.healthy for s in list(self._schedulers.values()))
 
-    def submit(self, key: BatchKey, sources: list[list[int]], deadline: float, want_attention: bool = False,
+    def submit(self, model_id: str, options: SearchOptions, sources: list[list[int]], deadline: float,
                flow: str = "") -> list[Future]:
-        return self.scheduler(key.model_id).submit(sources, self._options_for(key, want_attention), deadline, flow)
+        return self.scheduler(model_id).submit(sources, options, deadline, flow)
 
     def cancel(self, futures: Sequence[Future]) -> int:
         return sum(s.cancel(futures) for s in list(self._schedulers.values()))

@@ -24,20 +24,27 @@ class Recorder:
 
     def __init__(self, hold: bool = False) -> None:
         self.batches: list[tuple[BatchKey, list[list[int]]]] = []
+        self.attention: list[bool] = []  # whether each batch decoded attention
         self.release = threading.Event()
         self.entered = threading.Event()
         if not hold:
             self.release.set()
 
-    def __call__(self, key: BatchKey, sources: list[list[int]], want_attention: bool) -> list[int]:
-        self.batches.append((key, sources))
+    def __call__(self, model_id: str, options: SearchOptions, sources: list[list[int]]) -> list[int]:
+        self.batches.append((BatchKey.of(model_id, options), sources))
+        self.attention.append(options.return_attention)
         self.entered.set()
         assert self.release.wait(30)
         return [len(s) for s in sources]
 
 
 def key(model: str = "de-en", beam: int = 1, n_best: int = 1, penalty: float = 1.0) -> BatchKey:
-    return BatchKey(model, beam, n_best, penalty)
+    return BatchKey.of(model, SearchOptions(beam_size=beam, n_best=n_best, length_penalty=penalty))
+
+
+def submit(batcher: DynamicBatcher, key: BatchKey, sources: list[list[int]], deadline: float = FAR,
+           attention: bool = False) -> list:
+    return batcher.submit(key.model_id, replace(key.options, return_attention=attention), sources, deadline)
 
 
 def results(futures) -> list:
@@ -50,10 +57,10 @@ def test_only_sentences_with_equal_keys_share_a_batch():
     runner = Recorder(hold=True)
     batcher = DynamicBatcher(runner, BatchLimits(max_sentences=8, max_wait_s=0))
     batcher.start()
-    blocker = batcher.submit(key("x"), [[1]], FAR)  # occupies the worker while the rest queue up
+    blocker = submit(batcher, key("x"), [[1]], FAR)  # occupies the worker while the rest queue up
     assert runner.entered.wait(30)
     keys = [key(), key(beam=4), key(n_best=2, beam=4), key(penalty=0.6), key("en-de"), key()]
-    futures = [batcher.submit(k, [[1, 2], [3]], FAR) for k in keys]
+    futures = [submit(batcher, k, [[1, 2], [3]], FAR, attention=i == 0) for i, k in enumerate(keys)]
     runner.release.set()
     for f in futures + [blocker]:
         results(f)
@@ -63,16 +70,18 @@ def test_only_sentences_with_equal_keys_share_a_batch():
         by_key.setdefault(batch_key, []).extend(sources)
     assert len(by_key) == 5 and len(runner.batches) == 6  # the two key() submissions were merged
     assert sorted(map(len, by_key[key()])) == [1, 1, 2, 2]
+    merged = next(i for i, (k, sources) in enumerate(runner.batches) if k == key() and len(sources) == 4)
+    assert runner.attention[merged]  # one of its sentences wanted attention: the batch decodes it
 
 
 def test_batches_respect_limits_and_group_similar_lengths():
     runner = Recorder(hold=True)
     batcher = DynamicBatcher(runner, BatchLimits(max_sentences=4, max_tokens=10_000, max_wait_s=0))
     batcher.start()
-    blocker = batcher.submit(key("x"), [[1]], FAR)
+    blocker = submit(batcher, key("x"), [[1]], FAR)
     assert runner.entered.wait(30)
     lengths = [3, 40, 4, 41, 5, 42, 6, 43]
-    futures = batcher.submit(key(), [[7] * n for n in lengths], FAR)
+    futures = submit(batcher, key(), [[7] * n for n in lengths], FAR)
     runner.release.set()
     assert results(futures) == lengths  # results come back in submission order
     results(blocker)
@@ -85,7 +94,7 @@ def test_token_limit_splits_batches():
     runner = Recorder()
     batcher = DynamicBatcher(runner, BatchLimits(max_sentences=100, max_tokens=40, max_wait_s=0.05))
     batcher.start()
-    results(batcher.submit(key(beam=2), [[1] * 10] * 4, FAR))
+    results(submit(batcher, key(beam=2), [[1] * 10] * 4, FAR))
     batcher.stop()
     assert [len(sources) for _, sources in runner.batches] == [2, 2]  # 2 sentences x 10 tokens x beam 2 = 40
 
@@ -94,11 +103,11 @@ def test_full_queue_raises_with_a_retry_hint_and_accepts_all_or_nothing():
     runner = Recorder(hold=True)
     batcher = DynamicBatcher(runner, BatchLimits(max_queue=3, max_wait_s=0, min_retry_after_s=2))
     batcher.start()
-    running = batcher.submit(key(), [[1]], FAR)
+    running = submit(batcher, key(), [[1]], FAR)
     assert runner.entered.wait(30)
-    queued = batcher.submit(key(), [[1], [2]], FAR)
+    queued = submit(batcher, key(), [[1], [2]], FAR)
     with pytest.raises(QueueFull) as error:
-        batcher.submit(key(), [[3], [4]], FAR)
+        submit(batcher, key(), [[3], [4]], FAR)
     assert error.value.retry_after_s >= 2
     assert batcher.depth == 2
     runner.release.set()
@@ -111,11 +120,11 @@ def test_expired_and_cancelled_sentences_are_never_decoded():
     clock = {"now": 0.0}
     batcher = DynamicBatcher(runner, BatchLimits(max_wait_s=0), clock=lambda: clock["now"])
     batcher.start()
-    running = batcher.submit(key(), [[1]], FAR)
+    running = submit(batcher, key(), [[1]], FAR)
     assert runner.entered.wait(30)
-    expiring = batcher.submit(key(), [[2, 2]], deadline=5.0)
-    cancelled = batcher.submit(key(), [[3, 3, 3]], FAR)
-    kept = batcher.submit(key(), [[4, 4, 4, 4]], FAR)
+    expiring = submit(batcher, key(), [[2, 2]], deadline=5.0)
+    cancelled = submit(batcher, key(), [[3, 3, 3]], FAR)
+    kept = submit(batcher, key(), [[4, 4, 4, 4]], FAR)
     assert batcher.cancel(cancelled) == 1
     clock["now"] = 10.0
     runner.release.set()
@@ -132,11 +141,11 @@ def test_stop_finishes_queued_work_then_refuses_more():
     runner = Recorder()
     batcher = DynamicBatcher(runner, BatchLimits(max_wait_s=10))  # would wait 10 s for company
     batcher.start()
-    futures = batcher.submit(key(), [[1], [1, 2]], FAR)
+    futures = submit(batcher, key(), [[1], [1, 2]], FAR)
     batcher.stop(timeout=30)  # drains at once instead of waiting out max_wait
     assert results(futures) == [1, 2]
     with pytest.raises(BatcherStopped):
-        batcher.submit(key(), [[1]], FAR)
+        submit(batcher, key(), [[1]], FAR)
 
 
 # ---- batch invariance on the real (tiny) model -------------------------------------------------------------------
