@@ -129,7 +129,8 @@ def _describe(problem: Any) -> str:
         return f"{field} is missing"
     if problem["type"] == "extra_forbidden":
         return f"{field} is not a known field"
-    return f"{field}: {problem['msg']} (got {problem.get('input')!r})"
+    got = repr(problem.get("input"))
+    return f"{field}: {problem['msg']} (got {got if len(got) <= 80 else got[:77] + '...'})"
 
 
 def sha256_file(path: Path) -> str:

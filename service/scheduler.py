@@ -263,10 +263,6 @@ class ModelScheduler:
             request = requests[0]
             item = request.items[0]
             beam = item.options.beam_size
-            fits = (rows + beam <= self.limits.max_rows
-                    and (rows + beam) * max(width, len(item.source)) <= self.limits.max_tokens)
-            if not fits and (rows or admitted):
-                break
             if flow in held_back or (item.bulk and capped and bulk_rows
                                      and bulk_rows + beam > self.limits.shared_bulk_rows):
                 held_back.setdefault(flow)
@@ -274,6 +270,10 @@ class ModelScheduler:
                     break
                 self._flows.move_to_end(flow)
                 continue
+            fits = (rows + beam <= self.limits.max_rows
+                    and (rows + beam) * max(width, len(item.source)) <= self.limits.max_tokens)
+            if not fits and (rows or admitted):
+                break
             request.items.popleft()
             running = item.future.set_running_or_notify_cancel()  # False: cancelled while waiting
             self._unqueue_locked(item, admitted=running)
