@@ -71,16 +71,19 @@ class TokenBucket:
         self.tokens = capacity
         self.updated = now
 
-    def wait(self, now: float) -> float:
-        """Seconds until a token is there (0.0: there is one), without taking it."""
+    def _refill(self, now: float) -> None:
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_second)
         self.updated = now
+
+    def wait(self, now: float) -> float:
+        """Seconds until a token is there (0.0: there is one), without taking it."""
+        self._refill(now)
         return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.per_second
 
     def spend(self, amount: float, now: float) -> float:
         """Spend ``amount`` if anything is left, even more than is left (the debt delays what comes next): 0.0,
         or the seconds until something is left again."""
-        self.wait(now)
+        self._refill(now)
         if self.tokens > 0:
             self.tokens -= amount
             return 0.0
@@ -88,8 +91,7 @@ class TokenBucket:
 
     def take(self, now: float) -> float:
         """Take one token: 0.0 if there was one, else the seconds until there will be one."""
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_second)
-        self.updated = now
+        self._refill(now)
         if self.tokens >= 1:
             self.tokens -= 1
             return 0.0

@@ -1,9 +1,9 @@
 """Dynamic batching: sentences from any number of callers are queued and decoded together on one worker thread.
 
 Sentences share a decoder batch only when they have the same model and search options (attention aside: a batch
-decodes it when any of its sentences wants it), because one search runs with one set of options. A batch is started when its group has
-``max_sentences`` sentences or ``max_tokens`` tokens queued, or when the group's oldest sentence has waited
-``max_wait_s``. The oldest queued sentence is always in the next batch (no starvation); the rest of the batch
+decodes it when any of its sentences wants it), because one search runs with one set of options. A batch is
+started when its group has ``max_sentences`` sentences or ``max_tokens`` tokens queued, or when the group's oldest
+sentence has waited ``max_wait_s``. The oldest queued sentence is always in the next batch (no starvation); the rest of the batch
 is filled with the sentences of its group closest to it in length, so long and short sentences are not
 padded to each other.
 

@@ -206,8 +206,7 @@ class TranslationEngine:
 
         found, missing = self._from_cache(job, wanted, options)
         if job.charge_work is not None:
-            job.charge_work(sum(work(ids, options[model_id].beam_size)
-                                for model_id, distinct in missing.items() for ids in distinct.values()))
+            job.charge_work(_work_of(missing, options))
         decoded: dict[str, list[list[Translation]]] = {}
         queue_s, busy_s = 0.0, 0.0
         if any(missing.values()):
@@ -249,8 +248,7 @@ class TranslationEngine:
         """The continuous scheduler's queue counts work: a request that could never fit in it is a 400."""
         if self.settings.scheduler != "continuous":
             return
-        cost = sum(work(ids, options[model_id].beam_size)
-                   for model_id, distinct in wanted.items() for ids in distinct.values())
+        cost = _work_of(wanted, options)
         if cost > self.settings.max_queue_work:
             raise InvalidJob(f"the texts are {cost} units of work (source tokens x beam size); at most "
                              f"{self.settings.max_queue_work} fit in one request: send fewer or shorter texts, or "
@@ -522,6 +520,12 @@ class TranslationEngine:
         confidence = min(confidences) if confidences and None not in confidences else None
         return TextTranslation(variants[0][0], variants[0][1], alternatives, sentences, plan.source_language,
                                plan.model.id if plan.model else None, plan.detected, confidence)
+
+
+def _work_of(sentences: dict[str, dict[str, list[int]]], options: dict[str, SearchOptions]) -> int:
+    """What decoding ``sentences`` (model id -> text -> token ids) costs, in source tokens x beam size."""
+    return sum(work(ids, options[model_id].beam_size) for model_id, distinct in sentences.items()
+               for ids in distinct.values())
 
 
 def _busy_s(stats: list[BatchStats]) -> float:
