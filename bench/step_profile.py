@@ -7,6 +7,9 @@ as the scheduler does under load) and times, for every step, the whole ``StepSea
 it, the decoder call and admissions' encoder calls. The Python share is 1 - (decoder time / step time): the
 search bookkeeping, retiring finished sentences and gathering rows. Admission (the encoder call plus merging the
 newcomers' rows) is reported apart, since a step pays it only when sentences join.
+
+``--io-binding both`` profiles the decoder's inputs kept as numpy arrays and as OrtValues decoded through I/O
+binding (``inference.slots``), side by side, and prints the ratio of their step times.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from bench.common import default_corpus, load_sentences, machine
 from inference.card import read_card, search_options
 from inference.onnx_model import OnnxSeq2Seq
 from inference.search import StepSearch
+from inference.slots import ArraySlots, SlotTensors
 from inference.translator import SentenceTranslator
 
 
@@ -49,11 +53,27 @@ class TimedModel:
         self.step_s += time.perf_counter() - started
         return result
 
+    def slot_tensors(self) -> SlotTensors:
+        """The inner model's slot tensors, with their decoder call timed (numpy arrays decode through ``step``)."""
+        tensors = self.inner.slot_tensors()
+        if isinstance(tensors, ArraySlots):
+            return ArraySlots(self)
+        decode = tensors.decode
+
+        def timed_decode(*args, **kwargs):
+            started = time.perf_counter()
+            result = decode(*args, **kwargs)
+            self.step_s += time.perf_counter() - started
+            return result
+
+        tensors.decode = timed_decode  # type: ignore[method-assign]
+        return tensors
+
 
 def profile(model_dir: Path, corpus: str, sentences: int, active: int, beam: int, steps: int,
-            threads: int = 0) -> dict:
+            threads: int = 0, io_binding: bool = False) -> dict:
     card = read_card(model_dir)
-    onnx = OnnxSeq2Seq(model_dir, threads=threads)
+    onnx = OnnxSeq2Seq(model_dir, threads=threads, io_binding=io_binding)
     translator = SentenceTranslator(onnx, onnx.tokenizer)
     sources = [translator.encode(s) for s in load_sentences(corpus, card.source_language, sentences)]
     timed = TimedModel(onnx)
@@ -82,6 +102,7 @@ def profile(model_dir: Path, corpus: str, sentences: int, active: int, beam: int
         admit_s += admit(active - len(search))
     total, decoder = sum(step_s), sum(decoder_s)
     return {"machine": machine(), "model": card.id, "active_sentences": active, "beam": beam, "steps": steps,
+            "io_binding": io_binding, "providers": onnx.decoder.get_providers(),
             "mean_rows": float(np.mean(rows)), "step_ms": 1000 * total / steps, "decoder_ms": 1000 * decoder / steps,
             "python_share": 1 - decoder / total, "admission_ms_per_step": 1000 * admit_s / steps}
 
@@ -95,17 +116,30 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
+    parser.add_argument("--io-binding", choices=["off", "on", "both"], default="off",
+                        help="decoder inputs as numpy arrays (off), OrtValues through I/O binding (on), or both")
     parser.add_argument("--out", type=Path, help="write step_profile.json here")
     args = parser.parse_args(argv)
-    result = profile(args.model_dir, args.corpus, args.sentences, args.active, args.beam, args.steps, args.threads)
-    print(f"{result['active_sentences']} active sentences, beam {result['beam']} ({result['mean_rows']:.0f} rows): "
-          f"step {result['step_ms']:.2f} ms, decoder {result['decoder_ms']:.2f} ms, Python share "
-          f"{result['python_share']:.1%}; admission {result['admission_ms_per_step']:.2f} ms per step", flush=True)
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.io_binding]
+    results = [profile(args.model_dir, args.corpus, args.sentences, args.active, args.beam, args.steps, args.threads,
+                       io_binding) for io_binding in modes]
+    for result in results:
+        print(f"{result['active_sentences']} active sentences, beam {result['beam']} ({result['mean_rows']:.0f} "
+              f"rows), {'OrtValues, I/O binding' if result['io_binding'] else 'numpy arrays'}: step "
+              f"{result['step_ms']:.2f} ms, decoder {result['decoder_ms']:.2f} ms, Python share "
+              f"{result['python_share']:.1%}; admission {result['admission_ms_per_step']:.2f} ms per step", flush=True)
+    report = results[0] if len(results) == 1 else {
+        "numpy": results[0], "io_binding": results[1],
+        "step_ratio": results[1]["step_ms"] / results[0]["step_ms"],
+        "step_and_admission_ratio": (results[1]["step_ms"] + results[1]["admission_ms_per_step"])
+        / (results[0]["step_ms"] + results[0]["admission_ms_per_step"])}
+    if len(results) > 1:
+        print(f"I/O binding / numpy: step time {report['step_ratio']:.2f}x, step + admission "
+              f"{report['step_and_admission_ratio']:.2f}x", flush=True)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "step_profile.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    return result
-
+        (args.out / "step_profile.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report
 
 if __name__ == "__main__":
     main()

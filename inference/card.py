@@ -14,13 +14,6 @@ from inference.search import SearchOptions
 CARD_NAME = "model.json"
 FORMAT_VERSION = 1
 
-ENCODER_INPUTS = ["src_tokens", "src_lengths"]
-ENCODER_OUTPUTS = ["memory", "memory_keys", "memory_mask", "init_state"]
-DECODER_INPUTS = ["prev_tokens", "state", "memory", "memory_keys", "memory_mask"]
-DECODER_OUTPUTS = ["log_probs", "new_state", "attention"]
-TOP_K_INPUT = "top_k"  # optional (training/top_k_graph.py): each row's k best log-probs and tokens, sorted
-TOP_K_OUTPUTS = ["top_log_probs", "top_tokens"]
-
 
 class ModelCardError(RuntimeError):
     """A model directory is incomplete, corrupted or of an unknown format."""

@@ -9,8 +9,9 @@ import numpy as np
 import onnxruntime as ort
 import sentencepiece as spm
 
-from inference.card import TOP_K_INPUT, TOP_K_OUTPUTS, ModelCardError, read_card, verify_files
-from inference.search import Encoded
+from inference.card import ModelCardError, read_card, verify_files
+from inference.slots import ArraySlots, OrtValueSlots, SlotTensors
+from inference.step_model import TOP_K_INPUT, TOP_K_OUTPUTS, Encoded
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,14 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
 
 
 class OnnxGraphs:
-    """Implements ``inference.search.StepModel`` over an encoder and a decoder-step onnxruntime session."""
+    """Implements ``inference.step_model.StepModel`` over an encoder and a decoder-step onnxruntime session.
+
+    ``io_binding``: the steppable search keeps the decoder's inputs as OrtValues on the session's device and decodes
+    through I/O binding (``inference.slots.OrtValueSlots``); None turns it on where the decoder runs on CUDA.
+    """
 
     def __init__(self, encoder: ort.InferenceSession, decoder: ort.InferenceSession, bos_id: int, eos_id: int,
-                 pad_id: int = 0) -> None:
+                 pad_id: int = 0, io_binding: bool | None = None) -> None:
         self.encoder, self.decoder = encoder, decoder
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self._decoder_inputs = {i.name for i in decoder.get_inputs()}
@@ -56,6 +61,13 @@ class OnnxGraphs:
         self._step_outputs = [name for name in self._decoder_outputs if name not in TOP_K_OUTPUTS]
         self._top_k_outputs = TOP_K_OUTPUTS + [name for name in ("new_state", "attention")
                                                if name in self._decoder_outputs]
+        self.has_attention = "attention" in self._decoder_outputs
+        self.io_binding = decoder.get_providers()[0] != "CPUExecutionProvider" if io_binding is None else io_binding
+
+    def slot_tensors(self) -> SlotTensors:
+        """Where ``inference.search.StepSearch`` keeps this model's per-slot decoder inputs. OrtValueSlots asks the
+        graph for each row's k best candidates, so graphs exported before the TopK keep numpy arrays."""
+        return OrtValueSlots(self) if self.io_binding and self.supports_top_k else ArraySlots(self)
 
     def encode(self, src: np.ndarray, lengths: np.ndarray) -> Encoded:
         memory, keys, mask, state = self.encoder.run(None, {"src_tokens": src, "src_lengths": lengths})
@@ -87,7 +99,7 @@ class OnnxSeq2Seq(OnnxGraphs):
     """One exported model directory: checksum-verified graphs, tokenizer and model card."""
 
     def __init__(self, model_dir: Path, providers: list[str] | None = None, quantized: bool = False,
-                 threads: int = 0, verify: bool = True) -> None:
+                 threads: int = 0, verify: bool = True, io_binding: bool | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.card = read_card(self.model_dir)
         if verify:
@@ -101,7 +113,7 @@ class OnnxSeq2Seq(OnnxGraphs):
         decoder_file = files.decoder_int8 if quantized and files.decoder_int8 else files.decoder
         decoder = ort.InferenceSession(str(self.model_dir / decoder_file), options, providers=providers)
         vocab = self.card.vocabulary
-        super().__init__(encoder, decoder, vocab.bos_id, vocab.eos_id, vocab.pad_id)
+        super().__init__(encoder, decoder, vocab.bos_id, vocab.eos_id, vocab.pad_id, io_binding)
         self.tokenizer = spm.SentencePieceProcessor(model_file=str(self.model_dir / files.tokenizer))
         self.quantized = quantized
 

@@ -9,39 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
-
-@dataclass
-class Encoded:
-    """Encoder output for a batch of B sentences.
-
-    memory [B, S, M] float32, keys [B, S, K] float32, mask [B, S] bool, state [B, D] float32 (initial decoder state).
-    """
-
-    memory: np.ndarray
-    keys: np.ndarray
-    mask: np.ndarray
-    state: np.ndarray
-
-    def select(self, rows: np.ndarray) -> "Encoded":
-        """Rows of the batch (in any order, repeats allowed): rows [N] -> Encoded with batch N."""
-        return Encoded(self.memory[rows], self.keys[rows], self.mask[rows], self.state[rows])
-
-
-class StepModel(Protocol):
-    bos_id: int
-    eos_id: int
-
-    def encode(self, src: np.ndarray, lengths: np.ndarray) -> Encoded:
-        """src [B, S] int64 (padded), lengths [B] int64 -> Encoded."""
-
-    def step(
-        self, prev_tokens: np.ndarray, state: np.ndarray, encoded: Encoded
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """prev_tokens [B] int64, state [B, D] -> log-probs [B, V], new state [B, D], attention [B, S] or None."""
+from inference.slots import ArraySlots, SlotTensors
+from inference.step_model import Encoded, StepModel
 
 
 @dataclass
@@ -116,10 +88,11 @@ class StepSearch:
     hypothesis copies only the small per-row arrays. Freed slots are reused by newcomers; the slot arrays are
     compacted when less than ``COMPACT_BELOW`` of them are in use, so idle rows cost little compute.
 
-    Slot arrays (C slots, W = source width, T = history capacity): ``encoded`` (memory [C, W, M], keys [C, W, K],
-    mask [C, W]), ``state`` [C, D], ``prev`` [C], ``scores`` [C] (cumulative log-prob, -inf for a dead beam),
-    ``tokens`` [C, T], ``token_log_probs`` [C, T], ``attention`` [C, T, W] (kept while a sentence wants it).
-    Per sentence, in admission order: ``beams``, ``steps`` taken, length ``limits``, ``finished_counts``; its
+    Slot arrays (C slots, W = source width, T = history capacity): ``tensors``, the decoder's inputs (memory
+    [C, W, M], keys [C, W, K], mask [C, W], state [C, D]) as numpy arrays or, where the model offers them
+    (``slot_tensors()``), as onnxruntime OrtValues on its device (``inference.slots``); in numpy: ``prev`` [C],
+    ``scores`` [C] (cumulative log-prob, -inf for a dead beam), ``tokens`` [C, T], ``token_log_probs`` [C, T],
+    ``attention`` [C, T, W] (kept while a sentence wants it). Per sentence, in admission order: ``beams``, ``steps`` taken, length ``limits``, ``finished_counts``; its
     slots are ``slots[offsets[i] : offsets[i] + beams[i]]``.
     """
 
@@ -137,8 +110,8 @@ class StepSearch:
         self._reset_slots()
 
     def _reset_slots(self) -> None:
-        self.encoded: Encoded | None = None
-        self.state = np.zeros((0, 0), np.float32)
+        make_tensors = getattr(self.model, "slot_tensors", None)  # a model may keep them on its device
+        self.tensors: SlotTensors = make_tensors() if make_tensors else ArraySlots(self.model)
         self.prev = np.zeros(0, np.int64)
         self.scores = np.zeros(0, np.float64)
         self.tokens = np.zeros((0, 0), np.int64)
@@ -160,7 +133,8 @@ class StepSearch:
 
     @property
     def width(self) -> int:
-        return self.encoded.mask.shape[1] if self.encoded is not None else 0
+        """Source positions of the slots (the longest active source, or more until the next compaction)."""
+        return self.tensors.width
 
     def __len__(self) -> int:
         return len(self.sentences)
@@ -183,22 +157,15 @@ class StepSearch:
         fresh = self.model.encode(src, lengths)
         beams = np.array([o.beam_size for o in options], dtype=np.int64)
         rows = int(beams.sum())
-        if fresh.mask.shape[1] > self.width or self.encoded is None:
-            self._widen(fresh.mask.shape[1], fresh)
-        if len(self.free) < rows:
-            self._grow(rows - len(self.free), fresh)
+        extra, width = max(0, rows - len(self.free)), max(self.width, fresh.mask.shape[1])
+        if extra or width > self.width:
+            self._grow(extra, width, fresh)
         free = sorted(self.free)
         slots, self.free = np.array(free[:rows], dtype=np.int64), free[rows:]
         owner = np.repeat(np.arange(len(sources)), beams)  # newcomer of each new slot
         first = np.zeros(rows, dtype=bool)
         first[np.cumsum(beams) - beams] = True  # each sentence starts from one live beam, the others dead
-        width = fresh.mask.shape[1]
-        assert self.encoded is not None
-        for name in ("memory", "keys", "mask"):
-            target, value = getattr(self.encoded, name), getattr(fresh, name)[owner]
-            target[slots, :width] = value
-            target[slots, width:] = 0
-        self.state[slots] = fresh.state[owner]
+        self.tensors.place(slots, fresh, owner)
         self.prev[slots] = self.model.bos_id
         self.scores[slots] = np.where(first, 0.0, -np.inf)
         if self.attention is None and any(o.return_attention for o in options):
@@ -249,9 +216,9 @@ class StepSearch:
             return []
         if self.rows < self.COMPACT_BELOW * self.capacity:
             self._compact()
-        assert self.encoded is not None
         beams, offsets, steps = self.beams, self._offsets(), self.steps + 1
-        row_values, row_tokens, state, weights = self._decode(2 * int(beams.max()))
+        row_values, row_tokens, state, weights = self.tensors.decode(
+            self.prev, 2 * int(beams.max()), want_attention=self.attention is not None)
         if weights is None:
             self.attention = None
 
@@ -309,7 +276,7 @@ class StepSearch:
         column = np.zeros(self.capacity, np.int64)
         column[self.slots] = np.repeat(steps - 1, beams)
         self._ensure_capacity(int(steps.max()))
-        self.state = state[parent_of]
+        self.tensors.advance(state, parent_of)
         self.tokens = self.tokens[parent_of]
         self.token_log_probs = self.token_log_probs[parent_of]
         every = np.arange(self.capacity)
@@ -338,20 +305,6 @@ class StepSearch:
         new_token[rows] = best_tokens
         new_score[rows] = score
 
-    def _decode(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """One decoder call: each slot's ``k`` best log-probs [C, k] and tokens [C, k] (best first, ties by the
-        lower token), the new state [C, D] and the attention [C, W] or None. The graph's TopK finds them where the
-        model has one; otherwise one partition of the [C, V] log-probs does."""
-        if getattr(self.model, "supports_top_k", False):
-            return self.model.step_top_k(self.prev, self.state, self.encoded, k)  # type: ignore[attr-defined]
-        log_probs, state, weights = self.model.step(self.prev, self.state, self.encoded)
-        vocab = log_probs.shape[1]
-        k = min(k, vocab)
-        tokens = np.argpartition(log_probs, vocab - k, axis=1)[:, vocab - k :]
-        values = np.take_along_axis(log_probs, tokens, 1)
-        order = np.lexsort((tokens, -values), axis=1)
-        return np.take_along_axis(values, order, 1), np.take_along_axis(tokens, order, 1), state, weights
-
     def _finish(self, sentence: _Sentence, parent: int, token: int, score: float, step: int,
                 weights: np.ndarray | None) -> None:
         """Record the hypothesis that ends with ``token`` on slot ``parent`` after ``step`` tokens."""
@@ -369,38 +322,23 @@ class StepSearch:
     # ---- slot bookkeeping -----------------------------------------------------------------------------------
 
     def _per_slot(self) -> dict[str, np.ndarray]:
-        arrays = {"state": self.state, "prev": self.prev, "scores": self.scores, "tokens": self.tokens,
+        """The search's own per-slot arrays (the decoder's inputs are in ``tensors``)."""
+        arrays = {"prev": self.prev, "scores": self.scores, "tokens": self.tokens,
                   "token_log_probs": self.token_log_probs}
         if self.attention is not None:
             arrays["attention"] = self.attention
         return arrays
 
-    def _grow(self, extra: int, fresh: Encoded) -> None:
-        """Add ``extra`` free slots (the newcomers' encoder output ``fresh`` gives the state size)."""
-        capacity = self.capacity
-        if capacity == 0:
-            self.state = np.zeros((0, fresh.state.shape[1]), np.float32)
+    def _grow(self, extra: int, width: int, fresh: Encoded) -> None:
+        """Add ``extra`` free slots and make room for sources of ``width`` tokens (padding is masked, so nothing
+        attends to it); the newcomers' encoder output ``fresh`` gives the tensors' sizes."""
+        capacity, wider = self.capacity, width - self.width
+        self.tensors.resize(capacity + extra, width, fresh)
         for name, array in self._per_slot().items():
             setattr(self, name, np.concatenate([array, np.zeros((extra,) + array.shape[1:], array.dtype)]))
-        assert self.encoded is not None
-        self.encoded = Encoded(*(np.concatenate([a, np.zeros((extra,) + a.shape[1:], a.dtype)])
-                                 for a in (self.encoded.memory, self.encoded.keys, self.encoded.mask,
-                                           self.encoded.state)))
+        if self.attention is not None and wider:
+            self.attention = np.pad(self.attention, ((0, 0), (0, 0), (0, wider)))
         self.free.extend(range(capacity, capacity + extra))
-
-    def _widen(self, width: int, fresh: Encoded) -> None:
-        """Make room for sources of ``width`` tokens (padding is masked, so nothing attends to it)."""
-        if self.encoded is None:
-            self.encoded = Encoded(np.zeros((0, width, fresh.memory.shape[2]), np.float32),
-                                   np.zeros((0, width, fresh.keys.shape[2]), np.float32),
-                                   np.zeros((0, width), bool), np.zeros((0, fresh.state.shape[1]), np.float32))
-            return
-        extra = width - self.width
-        pad = lambda a: np.pad(a, ((0, 0), (0, extra)) + ((0, 0),) * (a.ndim - 2))  # noqa: E731
-        self.encoded = Encoded(pad(self.encoded.memory), pad(self.encoded.keys), pad(self.encoded.mask),
-                               self.encoded.state)
-        if self.attention is not None:
-            self.attention = np.pad(self.attention, ((0, 0), (0, 0), (0, extra)))
 
     def _compact(self) -> None:
         """Move the slots in use to the front and drop the rest; narrow the source width to the longest active."""
@@ -410,9 +348,7 @@ class StepSearch:
         renumber[keep] = np.arange(len(keep))
         for name, array in self._per_slot().items():
             setattr(self, name, array[keep][:, :, :width] if name == "attention" else array[keep])
-        assert self.encoded is not None
-        e = self.encoded
-        self.encoded = Encoded(e.memory[keep, :width], e.keys[keep, :width], e.mask[keep, :width], e.state[keep])
+        self.tensors.compact(keep, width)
         self.slots = renumber[self.slots]
         self.free = []
 

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     quantized: Literal["false", "true", "auto"] = Field(
         "false", description="Use the int8 decoder: true (every model must ship one), auto (where shipped) or false. "
                              "int8 makes results depend slightly on batch composition.")
+    io_binding: Literal["auto", "on", "off"] = Field(
+        "auto", description="Keep the decoder's inputs (encoder output, decoder state) as onnxruntime OrtValues on "
+                            "the provider's device between decoder steps and decode through I/O binding: auto = "
+                            "where the decoder runs on CUDA.")
     warmup: bool = Field(True, description="Decode a few sentences per model before reporting ready.")
 
     # Decoding defaults and limits (per-model defaults come from model.json decoding_defaults)

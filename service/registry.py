@@ -149,7 +149,8 @@ def load_models(verified: list[VerifiedModel], settings: Settings, broken: dict[
         has_int8 = card.files.decoder_int8 is not None
         quantized = settings.quantized == "true" or (settings.quantized == "auto" and has_int8)
         try:
-            model = OnnxSeq2Seq(item.path, providers, quantized=quantized, threads=settings.threads, verify=False)
+            model = OnnxSeq2Seq(item.path, providers, quantized=quantized, threads=settings.threads, verify=False,
+                                io_binding={"auto": None, "on": True, "off": False}[settings.io_binding])
         except Exception as error:  # onnxruntime raises its own exception types
             if not settings.skip_broken_models:
                 raise ModelLoadError(f"model {item.path.name}: onnxruntime cannot load it: {error}") from error

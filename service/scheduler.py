@@ -250,7 +250,7 @@ class ModelScheduler:
         """Take waiting sentences round-robin over flows (and over requests within a flow) while they fit; a flow
         whose next sentence is bulk and held back (see the module's docstring) lets the others go first."""
         rows = self.search.rows
-        width = self.search.encoded.mask.shape[1] if self.search.encoded is not None and rows else 0
+        width = self.search.width if rows else 0
         bulk_rows = self._bulk_rows
         admitted: list[_Item] = []
         held_back: dict[str, None] = {}  # flows skipped this time, in their round-robin order

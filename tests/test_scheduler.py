@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from service_helpers import loaded_engine, serve_in_thread, wait_until
 
-from inference.search import Encoded, SearchOptions
+from inference.search import SearchOptions
+from inference.step_model import Encoded
 from service.api import create_app
 from service.batcher import BatcherStopped, DeadlineExceeded, QueueFull
 from service.engine import TranslationJob

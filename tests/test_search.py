@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from inference.onnx_model import OnnxSeq2Seq
-from inference.search import Encoded, SearchOptions, search
+from inference.search import SearchOptions, search
+from inference.step_model import Encoded
 from inference.translator import SentenceTranslator
 
 

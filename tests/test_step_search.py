@@ -9,12 +9,15 @@ from reference_search import closed_loop_search
 
 from inference.onnx_model import OnnxSeq2Seq
 from inference.search import SearchOptions, StepSearch, pad_batch, search
+from inference.slots import ArraySlots, OrtValueSlots
 from inference.translator import SentenceTranslator
 
 
-@pytest.fixture(scope="module")
-def model(tiny_model_dir) -> OnnxSeq2Seq:
-    return OnnxSeq2Seq(tiny_model_dir, threads=1)
+@pytest.fixture(scope="module", params=[False, True], ids=["numpy-slots", "ortvalue-slots"])
+def model(request, tiny_model_dir) -> OnnxSeq2Seq:
+    """The decoder's per-slot inputs kept as numpy arrays, and as OrtValues decoded through I/O binding (what the
+    CUDA provider uses by default; on the CPU provider the same code runs, so these tests cover it)."""
+    return OnnxSeq2Seq(tiny_model_dir, threads=1, io_binding=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +96,7 @@ def test_freed_rows_are_reused_then_compacted_away(model, val_sources):
     assert stepper.capacity == 12 and len(stepper.free) == 2  # d took two of them
     stepper.withdraw({"c"})
     stepper.step()  # 6 of 12 slots in use: compacted before the decoder call
-    assert stepper.capacity == stepper.rows == 6 and stepper.encoded.memory.shape[0] == 6
+    assert stepper.capacity == stepper.rows == stepper.tensors.capacity == 6
     assert stepper.withdraw({"nobody"}) == 0
     assert set(stepper.clear()) == {"a", "d"} and stepper.rows == stepper.capacity == 0 and stepper.step() == []
 
@@ -115,5 +118,35 @@ def test_the_graph_top_k_and_the_numpy_fallback_rank_alike(model, val_sources, t
     model.supports_top_k = False  # graphs exported before the TopK: the search partitions the log-probs itself
     try:
         assert_same(search(model, sources, options), with_graph)
+    finally:
+        model.supports_top_k = True
+
+
+def test_ortvalue_slots_keep_the_decoder_inputs_on_the_device_through_growth_and_compaction(tiny_model_dir):
+    model = OnnxSeq2Seq(tiny_model_dir, threads=1, io_binding=True)
+    translator = SentenceTranslator(model, model.tokenizer)
+    sources = [translator.encode(s) for s in ["Ein Hund.", "Zwei Männer spielen Fußball auf einer großen Wiese.",
+                                              "Eine Frau liest ein Buch."]]
+    stepper = StepSearch(model)
+    assert isinstance(stepper.tensors, OrtValueSlots)
+
+    def shapes() -> dict[str, tuple[int, ...]]:
+        values = stepper.tensors.values
+        assert all(value.device_name() == "cpu" for value in values.values())  # "cuda" with the CUDA provider
+        return {name: tuple(value.shape()[:2]) for name, value in values.items()}
+
+    stepper.admit(sources, [SearchOptions(beam_size=4)] * 3, ["a", "b", "c"])
+    longest, state_size = max(map(len, sources)), model.encode(*pad_batch(sources)).state.shape[1]
+    assert shapes() == {"memory": (12, longest), "memory_keys": (12, longest), "memory_mask": (12, longest),
+                        "state": (12, state_size)}
+    stepper.step()
+    stepper.withdraw({"b", "c"})
+    stepper.step()  # 4 of 12 slots in use: compacted to a's slots and a's source length
+    assert {name: shape[0] for name, shape in shapes().items()} == dict.fromkeys(shapes(), 4)
+    assert shapes()["memory"][1] == len(sources[0])
+
+    model.supports_top_k = False  # graphs exported before the TopK: the search keeps numpy arrays
+    try:
+        assert isinstance(StepSearch(model).tensors, ArraySlots)
     finally:
         model.supports_top_k = True

@@ -23,10 +23,11 @@ import onnx
 import torch
 from torch import nn
 
-from inference.card import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, TOP_K_INPUT,
-                            TOP_K_OUTPUTS, ModelCard, read_card, write_card)
+from inference.card import ModelCard, read_card, write_card
 from inference.onnx_model import OnnxGraphs, OnnxSeq2Seq
 from inference.search import SearchOptions, pad_batch, search
+from inference.step_model import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, TOP_K_INPUT,
+                                  TOP_K_OUTPUTS)
 from training.model import ModelConfig, Seq2Seq, count_parameters
 from training.top_k_graph import add_top_k
 from training.torch_step_model import TorchStepModel

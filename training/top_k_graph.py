@@ -18,8 +18,8 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from inference.card import (DECODER_INPUTS, DECODER_OUTPUTS, TOP_K_INPUT, TOP_K_OUTPUTS, GraphSignature, read_card,
-                            write_card)
+from inference.card import GraphSignature, read_card, write_card
+from inference.step_model import DECODER_INPUTS, DECODER_OUTPUTS, TOP_K_INPUT, TOP_K_OUTPUTS
 
 log = logging.getLogger("training.top_k_graph")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from inference.search import Encoded
+from inference.step_model import Encoded
 from training.model import Seq2Seq
 
 
