@@ -67,6 +67,7 @@ CONFIGS = {
     "continuous": {"MT_SCHEDULER": "continuous"},
     # The continuous scheduler without the bulk cap: bulk requests keep every row while a small one decodes.
     "continuous-uncapped": {"MT_SCHEDULER": "continuous", "MT_SHARED_BULK_ROWS": "100000"},
+    "continuous-h11": {"MT_SCHEDULER": "continuous", "MT_HTTP_PARSER": "h11", "MT_EVENT_LOOP": "asyncio"},
 }
 SCENARIOS = ("singles", "saturated", "lone", "fairness", "mixed")
 

@@ -56,6 +56,7 @@ def serve(args: argparse.Namespace) -> int:
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda *_: None)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                http=settings.http_parser, loop=settings.event_loop,
                 limit_concurrency=settings.max_connections,
                 timeout_graceful_shutdown=settings.shutdown_timeout_s)  # type: ignore[arg-type]  # a float works
     return 0

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # HTTP server and logging
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    http_parser: Literal["auto", "httptools", "h11"] = Field(
+        "auto", description="uvicorn's HTTP/1.1 parser: httptools (C, the default where installed) or h11 (Python).")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="uvicorn's event loop: uvloop (the default where installed) or the standard asyncio one.")
     log_level: str = "INFO"
     log_text: bool = Field(False, description="Log request and translated text (off: only sizes are logged).")
     cors_origins: list[str] = Field(default_factory=list, description='JSON list, e.g. ["*"]; empty = no CORS.')
