@@ -141,5 +141,6 @@ def main(argv: list[str] | None = None) -> dict:
         (args.out / "step_profile.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report
 
+
 if __name__ == "__main__":
     main()

@@ -62,7 +62,7 @@ class OnnxGraphs:
         self._top_k_outputs = TOP_K_OUTPUTS + [name for name in ("new_state", "attention")
                                                if name in self._decoder_outputs]
         self.has_attention = "attention" in self._decoder_outputs
-        self.io_binding = decoder.get_providers()[0] != "CPUExecutionProvider" if io_binding is None else io_binding
+        self.io_binding = decoder.get_providers()[0] == "CUDAExecutionProvider" if io_binding is None else io_binding
 
     def slot_tensors(self) -> SlotTensors:
         """Where ``inference.search.StepSearch`` keeps this model's per-slot decoder inputs. OrtValueSlots asks the
