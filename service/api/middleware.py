@@ -66,7 +66,8 @@ class RequestContextMiddleware:
         self.metrics.in_flight.inc()
         try:
             try:
-                body = await asyncio.wait_for(self._read_body(headers, receive), self.body_timeout_s)
+                async with asyncio.timeout(self.body_timeout_s):  # no task per request, unlike wait_for
+                    body = await self._read_body(headers, receive)
             except TimeoutError:
                 self.metrics.rejections.labels("body_timeout").inc()
                 state["log"]["error"] = "body_timeout"
