@@ -172,7 +172,9 @@ def test_flood_gets_answers_or_fast_refusals_and_never_mixes_translations(server
           f"{max(o.seconds for o in outcomes):.2f} s, slowest refusal "
           f"{max((o.seconds for o in outcomes if o.status != 200), default=0):.2f} s")
     assert set(counts) <= {200, 429, 503}, counts
-    assert counts.get(200, 0) >= 50 and counts.get(429, 0) >= 50, counts  # it really did overflow the queue
+    # It really did overflow the queue, and enough requests got through to check their translations. With uvloop and
+    # httptools the flood is refused faster, so it ends sooner and fewer get through: 41-62 on a quiet machine.
+    assert counts.get(200, 0) >= 20 and counts.get(429, 0) >= 50, counts
     assert max(o.seconds for o in outcomes) < DEADLINE_S + 1
     refusals = by_status.get(429, []) + by_status.get(503, [])
     # Refused at admission, not after queueing: 95% of refusals well before the deadline and none near it (a
