@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper
 
+from inference.one_node_onnx import BOOL, FLOAT, INT64, one_node_model
 from inference.step_model import TOP_K_INPUT, TOP_K_OUTPUTS, Encoded, StepModel
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class ArraySlots:
 
 # ---- on the device ---------------------------------------------------------------------------------------------
 
-_ONNX_TYPES = {"tensor(float)": TensorProto.FLOAT, "tensor(bool)": TensorProto.BOOL, "tensor(int64)": TensorProto.INT64}
+_ONNX_TYPES = {"tensor(float)": FLOAT, "tensor(bool)": BOOL, "tensor(int64)": INT64}
 
 
 class DeviceOps:
@@ -152,14 +152,10 @@ class DeviceOps:
 
     def _session(self, op: str, element: int, rank: int, extra_ranks: list[int], attributes: dict
                  ) -> ort.InferenceSession:
-        inputs = [helper.make_tensor_value_info("x", element, [None] * rank)]
-        for i, extra_rank in enumerate(extra_ranks):
-            extra_type = element if op == "ScatterND" and i == 1 else TensorProto.INT64
-            inputs.append(helper.make_tensor_value_info(f"in{i}", extra_type, [None] * extra_rank))
-        node = helper.make_node(op, ["x"] + [f"in{i}" for i in range(len(extra_ranks))], ["y"], **attributes)
-        graph = helper.make_graph([node], op, inputs, [helper.make_tensor_value_info("y", element, [None] * rank)])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.OPSET)])
-        return ort.InferenceSession(model.SerializeToString(), self._options, providers=self.providers)
+        inputs = [("x", element, rank)] + [(f"in{i}", element if op == "ScatterND" and i == 1 else INT64, extra_rank)
+                                           for i, extra_rank in enumerate(extra_ranks)]
+        model = one_node_model(op, inputs, ("y", element, rank), self.OPSET, attributes)
+        return ort.InferenceSession(model, self._options, providers=self.providers)
 
     def upload(self, array: np.ndarray) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)

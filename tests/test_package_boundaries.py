@@ -1,5 +1,6 @@
 """The inference core is shared, not owned: inference/ imports neither service/ nor training/, training/ does not
-import service/ (the HTTP side), and service/ does not import training/ (torch stays out of the service)."""
+import service/ (the HTTP side), and service/ does not import training/ (torch stays out of the service). Neither
+inference/ nor service/ imports torch or onnx, which the serving images leave out."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import ast
 import pytest
 from conftest import REPO
 
-FORBIDDEN = {"inference": {"service", "training"}, "training": {"service"}, "service": {"training"}}
+FORBIDDEN = {"inference": {"service", "training", "torch", "onnx"}, "training": {"service"},
+             "service": {"training", "torch", "onnx"}}
 
 
 def imported_packages(path) -> set[str]:

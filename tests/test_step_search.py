@@ -9,7 +9,8 @@ from reference_search import closed_loop_search
 
 from inference.onnx_model import OnnxSeq2Seq
 from inference.search import SearchOptions, StepSearch, pad_batch, search
-from inference.slots import ArraySlots, OrtValueSlots
+from inference.one_node_onnx import BOOL, FLOAT, INT64, one_node_model
+from inference.slots import ArraySlots, DeviceOps, OrtValueSlots
 from inference.translator import SentenceTranslator
 
 
@@ -150,3 +151,20 @@ def test_ortvalue_slots_keep_the_decoder_inputs_on_the_device_through_growth_and
         assert isinstance(StepSearch(model).tensors, ArraySlots)
     finally:
         model.supports_top_k = True
+
+
+@pytest.mark.parametrize("op,element,rank,attributes", [
+    ("Gather", FLOAT, 3, {"axis": 0}), ("Slice", BOOL, 2, {}), ("ScatterND", FLOAT, 2, {}), ("Pad", BOOL, 2, {})])
+def test_the_one_node_graphs_are_valid_onnx(op, element, rank, attributes):
+    import onnx
+
+    extra = {"Gather": [1], "Slice": [1, 1, 1], "ScatterND": [2, rank], "Pad": [1]}[op]
+    inputs = [("x", element, rank)] + [(f"in{i}", element if op == "ScatterND" and i == 1 else INT64, r)
+                                       for i, r in enumerate(extra)]
+    model = onnx.load_from_string(one_node_model(op, inputs, ("y", element, rank), DeviceOps.OPSET, attributes))
+    onnx.checker.check_model(model, full_check=True)
+    (node,) = model.graph.node
+    assert (node.op_type, list(node.input), list(node.output)) == (op, [name for name, _, _ in inputs], ["y"])
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute} == attributes
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [e for _, e, _ in inputs]
+    assert [len(i.type.tensor_type.shape.dim) for i in model.graph.input] == [r for _, _, r in inputs]
