@@ -59,9 +59,8 @@ class OnnxGraphs:
         self._decoder_outputs = [o.name for o in decoder.get_outputs()]
         self.supports_top_k = TOP_K_INPUT in self._decoder_inputs  # graphs exported before it: the search sorts
         self._step_outputs = [name for name in self._decoder_outputs if name not in TOP_K_OUTPUTS]
-        self._top_k_outputs = TOP_K_OUTPUTS + [name for name in ("new_state", "attention")
-                                               if name in self._decoder_outputs]
-        self.has_attention = "attention" in self._decoder_outputs
+        self.top_k_outputs = TOP_K_OUTPUTS + [name for name in ("new_state", "attention")
+                                              if name in self._decoder_outputs]
         self.io_binding = decoder.get_providers()[0] == "CUDAExecutionProvider" if io_binding is None else io_binding
 
     def slot_tensors(self) -> SlotTensors:
@@ -91,7 +90,7 @@ class OnnxGraphs:
         instead of the log-probs [B, V]: the graph's TopK finds them, and the [B, V] array stays in onnxruntime."""
         feeds = self._feeds(prev_tokens, state, encoded)
         feeds[TOP_K_INPUT] = np.array([k], np.int64)
-        values, tokens, new_state, *attention = self.decoder.run(self._top_k_outputs, feeds)
+        values, tokens, new_state, *attention = self.decoder.run(self.top_k_outputs, feeds)
         return values, tokens, new_state, attention[0] if attention else None
 
 

@@ -92,8 +92,9 @@ class StepSearch:
     [C, W, M], keys [C, W, K], mask [C, W], state [C, D]) as numpy arrays or, where the model offers them
     (``slot_tensors()``), as onnxruntime OrtValues on its device (``inference.slots``); in numpy: ``prev`` [C],
     ``scores`` [C] (cumulative log-prob, -inf for a dead beam), ``tokens`` [C, T], ``token_log_probs`` [C, T],
-    ``attention`` [C, T, W] (kept while a sentence wants it). Per sentence, in admission order: ``beams``, ``steps`` taken, length ``limits``, ``finished_counts``; its
-    slots are ``slots[offsets[i] : offsets[i] + beams[i]]``.
+    ``attention`` [C, T, W] (kept while a sentence wants it). Per sentence, in admission order: ``beams``,
+    ``steps`` taken, length ``limits``, ``finished_counts``; its slots are
+    ``slots[offsets[i] : offsets[i] + beams[i]]``.
     """
 
     COMPACT_BELOW = 0.75

@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from inference.one_node_onnx import BOOL, FLOAT, INT64, one_node_model
-from inference.step_model import TOP_K_INPUT, TOP_K_OUTPUTS, Encoded, StepModel
+from inference.step_model import TOP_K_INPUT, Encoded, StepModel
 
 if TYPE_CHECKING:
     from inference.onnx_model import OnnxGraphs
@@ -234,8 +234,7 @@ class OrtValueSlots:
         binding.bind_cpu_input(TOP_K_INPUT, np.array([k], np.int64))
         for name in self.names:
             binding.bind_ortvalue_input(name, self.values[name])
-        outputs = TOP_K_OUTPUTS + ["new_state"] + (["attention"] if self.graphs.has_attention else [])
-        for name in outputs:
+        for name in self.graphs.top_k_outputs:  # the k best log-probs and tokens, new state, attention if any
             binding.bind_output(name, self.device if name in ("new_state", "attention") else "cpu")
         decoder.run_with_iobinding(binding)
         values, tokens, new_state, *attention = binding.get_outputs()
