@@ -13,7 +13,7 @@ from inference.confidence import SIGNALS, ConfidenceModel, detector_for, signals
 from inference.onnx_model import OnnxSeq2Seq
 from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
-from training.calibrate import calibrate, deciles, expected_calibration_error, random_strings
+from training.calibrate import calibrate, deciles, expected_calibration_error, random_strings, reference_agreement
 
 SENTENCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.",
              "Eine Frau mit einem roten Hut sitzt auf einer Bank und liest ein Buch."]
@@ -86,6 +86,21 @@ def test_calibration_statistics():
     assert len(rows) == 10 and [r["sentences"] for r in rows] == [10] * 10
     assert rows[0]["chrf"] < rows[-1]["chrf"] and rows[0]["good"] == 0 and rows[-1]["good"] == 1
     assert random_strings(30, seed=1) == random_strings(30, seed=1) != random_strings(30, seed=2)
+
+
+def test_reference_agreement_pairs_the_rows_of_each_repeated_source():
+    # 30 sources twice (rows 2k, 2k+1) and 10 once: only the repeated ones count.
+    sources = [f"s{k}" for k in range(30) for _ in range(2)] + [f"t{k}" for k in range(10)]
+    rng = np.random.default_rng(1)
+    quality = rng.uniform(0, 100, len(sources))
+    confidence = rng.uniform(0, 1, len(sources))
+    agreement = reference_agreement(sources, quality, confidence, good_chrf=50)
+    a, b = quality[0:60:2], quality[1:60:2]
+    assert agreement["sources"] == 30
+    assert agreement["good_label_agreement"] == pytest.approx(np.mean((a >= 50) == (b >= 50)), abs=1e-3)
+    same = reference_agreement(sources, np.r_[np.repeat(quality[0:60:2], 2), np.zeros(10)], confidence, 50)
+    assert same["spearman_chrf_reference_a_vs_b"] == 1.0 and same["good_label_agreement"] == 1.0
+    assert reference_agreement([f"u{k}" for k in range(40)], quality[:40], confidence[:40], 50) is None
 
 
 def test_calibration_writes_a_fitted_and_measured_confidence_into_the_card(tiny_model_dir, corpus_dir, tmp_path):

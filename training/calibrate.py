@@ -10,6 +10,11 @@ Multi30k, and seeded random strings (quality 0). A logistic regression (scikit-l
 on test-time inputs of the same kinds: Spearman correlation with sentence chrF, ROC AUC for chrF >= 50,
 ROC AUC against each kind of foreign input, expected calibration error, and quality by confidence decile,
 each beside the baseline (the mean token log-probability alone).
+
+Where a test set repeats a source with other references (Tatoeba keeps every accepted translation), the card
+also says how far the quality label itself can be trusted (``reference_agreement``): the same translation's
+sentence chrF against one reference and against another, their Spearman correlation and how often they agree
+on good vs bad, beside the confidence's correlation with each.
 """
 
 from __future__ import annotations
@@ -110,6 +115,26 @@ def measure(confidence: np.ndarray, quality: np.ndarray, foreign: dict[str, np.n
     return result
 
 
+def reference_agreement(sources: list[str], quality: np.ndarray, confidence: np.ndarray, good_chrf: float
+                        ) -> dict | None:
+    """For sources that appear twice or more (each row [N] a pair with its own reference; the translation is the
+    same for every row of a source): how well sentence chrF against one reference predicts it against another,
+    the ceiling of any estimate scored against one reference. None with fewer than 20 such sources."""
+    rows: dict[str, list[int]] = {}
+    for i, source in enumerate(sources):
+        rows.setdefault(source, []).append(i)
+    first, second = (np.array([r[k] for r in rows.values() if len(r) >= 2], dtype=int) for k in (0, 1))
+    if len(first) < 20:
+        return None
+    a, b = quality[first], quality[second]
+    return {"sources": len(first),
+            "spearman_chrf_reference_a_vs_b": round(float(spearmanr(a, b)[0]), 3),
+            "good_label_agreement": round(float(np.mean((a >= good_chrf) == (b >= good_chrf))), 3),
+            "confidence_spearman_chrf_reference_a": round(float(spearmanr(confidence[first], a)[0]), 3),
+            "confidence_spearman_chrf_reference_b": round(float(spearmanr(confidence[first], b)[0]), 3),
+            "confidence_spearman_best_chrf": round(float(spearmanr(confidence[first], np.maximum(a, b))[0]), 3)}
+
+
 def deciles(confidence: np.ndarray, quality: np.ndarray, good_chrf: float = GOOD_CHRF) -> list[dict]:
     """Mean confidence, mean sentence chrF and share of good translations per confidence decile, lowest first."""
     order = np.argsort(confidence, kind="stable")
@@ -163,6 +188,10 @@ def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot:
                          for name, (f, q) in test_domain.items()},
         "deciles": deciles(confidence, quality, good_chrf),
     }
+    agreement = {name: reference_agreement([s for s, _ in sets[name]], q, confidence_model.probability(f), good_chrf)
+                 for name, (f, q) in test_domain.items()}
+    if any(agreement.values()):
+        entry["reference_agreement"] = {name: value for name, value in agreement.items() if value}
     card = write_card(model_dir, card.with_sections(confidence=entry))
     if plot is not None:
         plot_deciles(entry, card.id, plot)
