@@ -8,7 +8,7 @@ import torch
 
 from training.distributed import resolve_device_type
 from training.model import ModelConfig, Seq2Seq
-from training.precision import Precision, choose_precision, cpu_supports_bf16
+from training.precision import Precision, choose_precision
 
 
 def test_device_choice():
@@ -27,11 +27,6 @@ def test_precision_choice_on_cpu():
         choose_precision("fp16", torch.device("cpu"))
     with pytest.raises(ValueError, match="is not one of"):
         choose_precision("int4", torch.device("cpu"))
-    if cpu_supports_bf16():
-        assert choose_precision("bf16", torch.device("cpu")).name == "bf16"
-    else:
-        with pytest.raises(ValueError, match="no native bfloat16"):
-            choose_precision("bf16", torch.device("cpu"))
 
 
 @pytest.mark.parametrize("name", ["fp32", "bf16", "fp16"])

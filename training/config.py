@@ -40,8 +40,7 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     device: str = "auto"  # auto (cuda when a GPU is visible) | cpu | cuda
-    # auto (GPU: bf16 where supported, else fp16; CPU: fp32) | fp32 | bf16 (GPU, or a CPU with native bf16) | fp16
-    precision: str = "auto"
+    precision: str = "auto"  # auto (bf16 where the GPU supports it, else fp16; fp32 on CPU) | fp32 | bf16 | fp16
     seed: int = 1
     threads: int = 2
     max_tokens: int = 4096  # source + target tokens per batch (token-bucketed)

@@ -1,8 +1,6 @@
-"""Mixed precision: on CUDA, bf16 autocast where the GPU supports it, else fp16 with a gradient scaler; on a CPU
-with native bfloat16 (AVX-512 BF16 or AMX), bf16 autocast when asked for.
+"""Mixed precision on CUDA: bf16 autocast where the GPU supports it, else fp16 with a gradient scaler.
 
-On CPU ``auto`` stays fp32 (what CI tests); ``bf16`` is an explicit choice there (docs/training.md measures its
-speed and quality against fp32). The weights are fp32 throughout and the exported graphs are always fp32.
+On CPU training stays fp32 (the default, and what CI tests); the exported graphs are always fp32.
 """
 
 from __future__ import annotations
@@ -49,22 +47,12 @@ class Precision:
         return float(norm)
 
 
-def cpu_supports_bf16() -> bool:
-    """Whether oneDNN runs bfloat16 matrix products natively here (emulated bf16 is slower than fp32)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def choose_precision(requested: str, device: torch.device) -> Precision:
     if requested not in PRECISIONS:
         raise ValueError(f"train.precision: {requested!r} is not one of {PRECISIONS}")
     if device.type != "cuda":
-        if requested == "fp16":
-            raise ValueError(f"train.precision fp16 needs a CUDA device; this run trains on {device}")
-        if requested == "bf16":
-            if not cpu_supports_bf16():
-                raise ValueError("train.precision bf16: this CPU has no native bfloat16 (AVX-512 BF16 or AMX); "
-                                 "use fp32 or auto")
-            return Precision("bf16", device.type, None)
+        if requested in ("bf16", "fp16"):
+            raise ValueError(f"train.precision {requested} needs a CUDA device; this run trains on {device}")
         return Precision("fp32", device.type, None)
     name = requested
     if requested == "auto":
