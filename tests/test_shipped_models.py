@@ -62,6 +62,8 @@ def test_model_card_scores_carry_signatures_and_meet_the_bar(model_id):
             assert entry["signatures"]["bleu"].startswith("nrefs:1|case:mixed")
             assert "case:lc" in entry["signatures"]["bleu_lowercase"]
             assert entry["bleu_lowercase"] >= entry["bleu"] > 0
+            low, high = entry["bleu_interval_95"]
+            assert low < entry["bleu"] < high and high - low < 10
     test2016 = scores["multi30k:test2016"]["beam5"]
     assert set(test2016["bleu_by_source_length"]) == {"<=10", "11-15", "16-20", "21-25", ">25"}
     assert test2016["bleu_lowercase"] >= MIN_LOWERCASED_TEST2016[model_id]

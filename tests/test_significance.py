@@ -1,9 +1,10 @@
 """Paired bootstrap BLEU differences: the point estimate is sacreBLEU's own score, the interval behaves."""
 
 import numpy as np
+import pytest
 from sacrebleu.metrics import BLEU
 
-from training.significance import bleu_from_statistics, gain_difference, paired_gain, sentence_statistics
+from training.significance import bleu_from_statistics, bleu_interval, gain_difference, paired_gain, sentence_statistics
 
 REFERENCES = [f"a man in a {colour} shirt is riding a bike down street {i}"
               for i, colour in enumerate(["red", "blue", "green", "white"] * 50)]
@@ -23,6 +24,19 @@ def test_a_clearly_better_system_gets_an_interval_above_zero():
     assert gain.low > 0 and gain.significant and gain.p_not_positive == 0
     assert gain.low <= gain.delta <= gain.high
     assert paired_gain(bad, good, samples=300).high < 0
+
+
+def test_a_single_score_interval_holds_it_and_narrows_with_more_sentences():
+    # Half the sentences perfect, half cut short: the score depends on which sentences a test set happens to hold.
+    mixed = [good if i % 2 else bad for i, (good, bad) in enumerate(zip(REFERENCES, BAD))]
+    stats = sentence_statistics(mixed, REFERENCES)
+    point = bleu_from_statistics(stats.sum(0))
+    low, high = bleu_interval(stats, samples=300)
+    assert low < point < high
+    wide_low, wide_high = bleu_interval(stats[:40], samples=300)
+    assert wide_high - wide_low > high - low
+    perfect = sentence_statistics(REFERENCES, REFERENCES)
+    assert bleu_interval(perfect, samples=50) == pytest.approx((100.0, 100.0))
 
 
 def test_identical_systems_differ_by_exactly_zero():

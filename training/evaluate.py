@@ -24,6 +24,7 @@ from inference.translator import SentenceTranslator
 from training.cleaning import CleaningRules
 from training.corpus_config import parse_sources
 from training.datasets import prepare_data
+from training.significance import bleu_interval, sentence_statistics
 
 log = logging.getLogger("training.evaluate")
 LENGTH_BUCKETS = ((0, 10), (11, 15), (16, 20), (21, 25), (26, 10_000))
@@ -35,10 +36,13 @@ def bucket_name(low: int, high: int) -> str:
 
 
 def score(hypotheses: list[str], references: list[str], sources: list[str] | None = None) -> dict:
-    """Cased and lowercased BLEU and chrF with signatures; BLEU by source length (words) when sources given."""
+    """Cased and lowercased BLEU (with its 95% bootstrap interval over sentences) and chrF with signatures; BLEU by
+    source length (words) when sources given."""
     bleu, bleu_lc, chrf = BLEU(), BLEU(lowercase=True), CHRF()
+    low, high = bleu_interval(sentence_statistics(hypotheses, references))
     result = {
         "bleu": round(bleu.corpus_score(hypotheses, [references]).score, 2),
+        "bleu_interval_95": [round(low, 2), round(high, 2)],
         "bleu_lowercase": round(bleu_lc.corpus_score(hypotheses, [references]).score, 2),
         "chrf": round(chrf.corpus_score(hypotheses, [references]).score, 2),
         "signatures": {"bleu": str(bleu.get_signature()), "bleu_lowercase": str(bleu_lc.get_signature()),
@@ -152,11 +156,13 @@ def evaluate(model_dir: Path, data_dir: Path, splits: list[str] | None, beams: l
 
 
 def markdown_table(cards: list[ModelCard]) -> str:
-    lines = ["| model | split | search | BLEU | BLEU (lowercased) | chrF |", "|---|---|---|---:|---:|---:|"]
+    lines = ["| model | split | search | BLEU | BLEU 95% interval | BLEU (lowercased) | chrF |",
+             "|---|---|---|---:|---:|---:|---:|"]
     for card in cards:
         for split, by_search in (card.scores or {}).items():
             for search_name, s in by_search.items():
-                lines.append(f"| {card.id} | {split} | {search_name} | {s['bleu']:.2f} | "
+                interval = "-".join(f"{x:.2f}" for x in s.get("bleu_interval_95", []))
+                lines.append(f"| {card.id} | {split} | {search_name} | {s['bleu']:.2f} | {interval} | "
                              f"{s['bleu_lowercase']:.2f} | {s['chrf']:.2f} |")
     return "\n".join(lines)
 

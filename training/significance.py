@@ -70,6 +70,15 @@ def paired_gain(a: np.ndarray, b: np.ndarray, rows: np.ndarray | None = None, sa
     return _difference(_gain(a, b, rows), _resampled_gains(a, b, rows, samples, np.random.default_rng(seed)))
 
 
+def bleu_interval(statistics: np.ndarray, samples: int = 1000, seed: int = 12345) -> tuple[float, float]:
+    """95% bootstrap interval of one system's corpus BLEU, from its sentence statistics [N, K]: how far the score
+    could move on another test set of the same kind and size."""
+    draws = np.random.default_rng(seed).integers(0, len(statistics), size=(samples, len(statistics)))
+    scores = [bleu_from_statistics(summed) for summed in statistics[draws].sum(axis=1)]
+    low, high = np.percentile(scores, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def gain_difference(a: np.ndarray, b: np.ndarray, rows_1: np.ndarray, rows_2: np.ndarray, samples: int = 1000,
                     seed: int = 12345) -> Difference:
     """(BLEU(a) - BLEU(b) on rows_1) - (the same on rows_2): does a gain more over b in group 1 than in group 2?
