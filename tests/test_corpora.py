@@ -287,3 +287,11 @@ def test_a_carved_out_sentence_never_comes_back_through_another_corpus(tmp_path)
     assert shared in data.valid["a:test"] and shared not in data.train
     assert data.train == [("Guten Morgen.", "Good morning.")]
     assert data.report["corpora"]["b"]["held_out_overlap_dropped"] == 1
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "training/configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_committed_config_loads_and_names_its_own_run(path):
+    config = load_config(path)
+    assert config.name and config.source != config.target
+    others = {p.name: load_config(p).name for p in (REPO / "training/configs").glob("*.yaml") if p != path}
+    assert config.name not in others.values(), "two configs would train into the same runs/<name>"
