@@ -118,8 +118,8 @@ def measure(confidence: np.ndarray, quality: np.ndarray, foreign: dict[str, np.n
 def reference_agreement(sources: list[str], quality: np.ndarray, confidence: np.ndarray, good_chrf: float
                         ) -> dict | None:
     """For sources that appear twice or more (each row [N] a pair with its own reference; the translation is the
-    same for every row of a source): how well sentence chrF against one reference predicts it against another,
-    the ceiling of any estimate scored against one reference. None with fewer than 20 such sources."""
+    same for every row of a source): how well sentence chrF against one reference predicts it against another, i.e.
+    how noisy a one-reference quality label is. None with fewer than 20 such sources."""
     rows: dict[str, list[int]] = {}
     for i, source in enumerate(sources):
         rows.setdefault(source, []).append(i)
