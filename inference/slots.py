@@ -152,10 +152,16 @@ class DeviceOps:
 
     def _session(self, op: str, element: int, rank: int, extra_ranks: list[int], attributes: dict
                  ) -> ort.InferenceSession:
-        inputs = [("x", element, rank)] + [(f"in{i}", element if op == "ScatterND" and i == 1 else INT64, extra_rank)
-                                           for i, extra_rank in enumerate(extra_ranks)]
-        model = one_node_model(op, inputs, ("y", element, rank), self.OPSET, attributes)
+        model = one_node_model(op, self.input_specs(op, element, rank, extra_ranks), ("y", element, rank),
+                               self.OPSET, attributes)
         return ort.InferenceSession(model, self._options, providers=self.providers)
+
+    @staticmethod
+    def input_specs(op: str, element: int, rank: int, extra_ranks: list[int]) -> list[tuple[str, int, int]]:
+        """(name, element type, rank) of the graph's inputs: the data ``x``, then indices (int64) or, for
+        ScatterND's updates, more data."""
+        return [("x", element, rank)] + [(f"in{i}", element if op == "ScatterND" and i == 1 else INT64, extra_rank)
+                                         for i, extra_rank in enumerate(extra_ranks)]
 
     def upload(self, array: np.ndarray) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)

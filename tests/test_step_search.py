@@ -9,7 +9,7 @@ from reference_search import closed_loop_search
 
 from inference.onnx_model import OnnxSeq2Seq
 from inference.search import SearchOptions, StepSearch, pad_batch, search
-from inference.one_node_onnx import BOOL, FLOAT, INT64, one_node_model
+from inference.one_node_onnx import BOOL, FLOAT, one_node_model
 from inference.slots import ArraySlots, DeviceOps, OrtValueSlots
 from inference.translator import SentenceTranslator
 
@@ -159,8 +159,7 @@ def test_the_one_node_graphs_are_valid_onnx(op, element, rank, attributes):
     import onnx
 
     extra = {"Gather": [1], "Slice": [1, 1, 1], "ScatterND": [2, rank], "Pad": [1]}[op]
-    inputs = [("x", element, rank)] + [(f"in{i}", element if op == "ScatterND" and i == 1 else INT64, r)
-                                       for i, r in enumerate(extra)]
+    inputs = DeviceOps.input_specs(op, element, rank, extra)
     model = onnx.load_from_string(one_node_model(op, inputs, ("y", element, rank), DeviceOps.OPSET, attributes))
     onnx.checker.check_model(model, full_check=True)
     (node,) = model.graph.node

@@ -38,7 +38,7 @@ from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
 from training.data import LANGUAGES as MULTI30K_LANGUAGES
 from training.data import fetch_multi30k, read_split
-from training.evaluate import evaluation_sets
+from training.evaluate import evaluation_sets, rows_by_source
 
 log = logging.getLogger("training.calibrate")
 RANDOM_STRINGS = 300
@@ -120,10 +120,8 @@ def reference_agreement(sources: list[str], quality: np.ndarray, confidence: np.
     """For sources that appear twice or more (each row [N] a pair with its own reference; the translation is the
     same for every row of a source): how well sentence chrF against one reference predicts it against another, i.e.
     how noisy a one-reference quality label is. None with fewer than 20 such sources."""
-    rows: dict[str, list[int]] = {}
-    for i, source in enumerate(sources):
-        rows.setdefault(source, []).append(i)
-    first, second = (np.array([r[k] for r in rows.values() if len(r) >= 2], dtype=int) for k in (0, 1))
+    repeated = [r for r in rows_by_source(sources) if len(r) >= 2]
+    first, second = (np.array([r[k] for r in repeated], dtype=int) for k in (0, 1))
     if len(first) < 20:
         return None
     a, b = quality[first], quality[second]
@@ -171,6 +169,7 @@ def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot:
     features = np.concatenate([f for f, _ in test_domain.values()])
     quality = np.concatenate([q for _, q in test_domain.values()])
     confidence = confidence_model.probability(features)
+    confidence_by_set = {name: confidence_model.probability(f) for name, (f, _) in test_domain.items()}
     baseline_index = SIGNALS.index("mean_log_prob")
     entry = {
         "good_chrf": good_chrf,
@@ -184,12 +183,12 @@ def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot:
                            expected_calibration_error(confidence, quality >= good_chrf), 4)},
         "baseline_mean_log_prob": measure(features[:, baseline_index], quality,
                                           {k: f[:, baseline_index] for k, (f, _) in test_foreign.items()}, good_chrf),
-        "per_test_set": {name: measure(confidence_model.probability(f), q, {}, good_chrf)
-                         for name, (f, q) in test_domain.items()},
+        "per_test_set": {name: measure(confidence_by_set[name], q, {}, good_chrf)
+                         for name, (_, q) in test_domain.items()},
         "deciles": deciles(confidence, quality, good_chrf),
     }
-    agreement = {name: reference_agreement([s for s, _ in sets[name]], q, confidence_model.probability(f), good_chrf)
-                 for name, (f, q) in test_domain.items()}
+    agreement = {name: reference_agreement([s for s, _ in sets[name]], q, confidence_by_set[name], good_chrf)
+                 for name, (_, q) in test_domain.items()}
     if any(agreement.values()):
         entry["reference_agreement"] = {name: value for name, value in agreement.items() if value}
     card = write_card(model_dir, card.with_sections(confidence=entry))

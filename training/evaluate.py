@@ -72,15 +72,20 @@ def translate_split(translator: SentenceTranslator, sources: list[str], options:
     return [best[s] for s in sources], speed
 
 
-def multi_reference_score(hypotheses: list[str], sources: list[str], references: list[str]) -> dict | None:
-    """When sources repeat with different references (Tatoeba keeps every accepted translation), score each
-    distinct source once against all of its references. None when every source is distinct."""
+def rows_by_source(sources: list[str]) -> list[list[int]]:
+    """The row indices of each distinct source, in order of first appearance."""
     grouped: dict[str, list[int]] = {}
     for i, source in enumerate(sources):
         grouped.setdefault(source, []).append(i)
-    if len(grouped) == len(sources):
+    return list(grouped.values())
+
+
+def multi_reference_score(hypotheses: list[str], sources: list[str], references: list[str]) -> dict | None:
+    """When sources repeat with different references (Tatoeba keeps every accepted translation), score each
+    distinct source once against all of its references. None when every source is distinct."""
+    rows = rows_by_source(sources)
+    if len(rows) == len(sources):
         return None
-    rows = list(grouped.values())
     width = max(len(r) for r in rows)
     streams = [[references[r[k]] if k < len(r) else None for r in rows] for k in range(width)]
     hyps = [hypotheses[r[0]] for r in rows]
