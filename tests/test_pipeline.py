@@ -41,6 +41,45 @@ def test_training_resumes_from_its_last_checkpoint(tiny_run, corpus_dir, tmp_pat
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 4
 
 
+def test_fine_tuning_starts_from_another_runs_weights_and_vocabulary(tiny_run, corpus_dir, tmp_path):
+    """train.init_from: the new run's first epoch already has the trained run's low loss (fresh weights start
+    far higher), it trains with the trained run's SentencePiece model, and its epochs count from 1."""
+    from training.config import load_config
+    from training.train import train
+    from tests.conftest import REPO
+
+    run_dir = tmp_path / "fine-tuned"
+    config = load_config(REPO / "training/configs/tiny.yaml",
+                         {"train.epochs": 1, "train.lr": 0.001, "train.init_from": str(tiny_run / "epoch-3.pt")})
+    assert train(config, run_dir, corpus_dir)["epoch"] == 1
+    assert (run_dir / "sentencepiece.model").read_bytes() == (tiny_run / "sentencepiece.model").read_bytes()
+    trained = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    tuned = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in tuned] == [1]
+    assert tuned[0]["train_loss"] < trained[0]["train_loss"] - 0.5
+    assert tuned[0]["train_loss"] < trained[-1]["train_loss"] + 0.2
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"model.decoder_hidden": 64}, "differs from this config"),
+    ({}, "is another vocabulary"),
+])
+def test_fine_tuning_refuses_weights_that_do_not_fit(tiny_run, corpus_dir, tmp_path, override, message):
+    from training.config import load_config
+    from training.corpus_config import ConfigError
+    from training.train import train
+    from tests.conftest import REPO
+
+    run_dir = tmp_path / "fine-tuned"
+    run_dir.mkdir()
+    if not override:  # a run directory that already holds another vocabulary
+        (run_dir / "sentencepiece.model").write_bytes(b"another model")
+    config = load_config(REPO / "training/configs/tiny.yaml",
+                         {"train.epochs": 1, "train.init_from": str(tiny_run / "best.pt"), **override})
+    with pytest.raises(ConfigError, match=message):
+        train(config, run_dir, corpus_dir)
+
+
 def test_exported_model_card_and_files(tiny_model_dir):
     card = read_card(tiny_model_dir)
     verify_files(tiny_model_dir, card)

@@ -56,6 +56,9 @@ class TrainConfig:
     validate_beam: int = 1
     log_every: int = 50
     keep_epochs: int = 0  # keep the weights of the last K epochs (epoch-N.pt) for checkpoint averaging
+    # Fine-tuning: start from this checkpoint's weights (best.pt, epoch-N.pt, averaged.pt; its run directory's
+    # SentencePiece model comes along) with a fresh optimizer and schedule. Ignored once the run has a last.pt.
+    init_from: str | None = None
 
 
 @dataclass

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -160,13 +161,24 @@ def train(config: RunConfig, run_dir: Path, data_dir: Path | None = None, mirror
     torch.set_num_threads(tc.threads)
     set_seed(tc.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
+    last = run_dir / "last.pt"
+    init = None if last.exists() or not tc.init_from else load_init_checkpoint(Path(tc.init_from), run_dir, ctx)
     if ctx.is_main:
         corpus = Corpus(config, run_dir, data_dir, mirror)  # trains the SentencePiece model once
     barrier(ctx)
     if not ctx.is_main:
         corpus = Corpus(config, run_dir, data_dir, mirror)
     model_config = config.model_config(corpus.tokenizer.get_piece_size())
-    model = Seq2Seq(model_config).to(ctx.device)
+    if init is not None:
+        if init["model_config"] != model_config.to_dict():
+            raise ConfigError(f"train.init_from {tc.init_from}: its model {init['model_config']} differs from "
+                              f"this config's {model_config.to_dict()}")
+    model = Seq2Seq(model_config)
+    if init is not None:
+        model.load_state_dict(init["model"])
+        if ctx.is_main:
+            log.info("initialized from %s (epoch %s)", tc.init_from, init.get("epoch"))
+    model = model.to(ctx.device)
     net = DistributedDataParallel(model) if ctx.enabled else model
     if ctx.is_main:
         log.info("model: %s, %d parameters, %d process(es) on %s, %s", model_config.to_dict(),
@@ -177,7 +189,6 @@ def train(config: RunConfig, run_dir: Path, data_dir: Path | None = None, mirror
     rng = random.Random(tc.seed)  # same seed on every rank: identical batch lists, sharded afterwards
     state = {"epoch": 0, "best_bleu": -1.0, "best_epoch": 0, "bad_epochs": 0, "step": 0}
 
-    last = run_dir / "last.pt"
     if last.exists():
         checkpoint = torch.load(last, weights_only=False, map_location=ctx.device)
         model.load_state_dict(checkpoint["model"])
@@ -237,6 +248,24 @@ def train(config: RunConfig, run_dir: Path, data_dir: Path | None = None, mirror
         log.info("finished: best validation BLEU %.2f at epoch %d", state["best_bleu"], state["best_epoch"])
     shutdown(ctx)
     return state
+
+
+def load_init_checkpoint(path: Path, run_dir: Path, ctx: DistContext) -> dict:
+    """The weights a fine-tuning run starts from. Their SentencePiece model (next to the checkpoint) becomes the
+    run's, since the weights only mean something with the vocabulary they were trained on."""
+    tokenizer = path.parent / "sentencepiece.model"
+    if not path.is_file() or not tokenizer.is_file():
+        raise ConfigError(f"train.init_from {path}: needs the checkpoint and {tokenizer.name} next to it")
+    ours = run_dir / "sentencepiece.model"
+    if ours.exists() and ours.read_bytes() != tokenizer.read_bytes():
+        raise ConfigError(f"train.init_from {path}: {ours} is another vocabulary; use a new run directory")
+    if ctx.is_main and not ours.exists():
+        shutil.copyfile(tokenizer, ours)
+    barrier(ctx)
+    checkpoint = torch.load(path, weights_only=False, map_location="cpu")
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_config" not in checkpoint:
+        raise ConfigError(f"train.init_from {path}: not a training checkpoint (no model weights and config)")
+    return checkpoint
 
 
 def save_checkpoints(run_dir: Path, model: Seq2Seq, optimizer, scheduler, state: dict, rng: random.Random,
