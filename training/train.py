@@ -169,10 +169,9 @@ def train(config: RunConfig, run_dir: Path, data_dir: Path | None = None, mirror
     if not ctx.is_main:
         corpus = Corpus(config, run_dir, data_dir, mirror)
     model_config = config.model_config(corpus.tokenizer.get_piece_size())
-    if init is not None:
-        if init["model_config"] != model_config.to_dict():
-            raise ConfigError(f"train.init_from {tc.init_from}: its model {init['model_config']} differs from "
-                              f"this config's {model_config.to_dict()}")
+    if init is not None and init["model_config"] != model_config.to_dict():
+        raise ConfigError(f"train.init_from {tc.init_from}: its model {init['model_config']} differs from "
+                          f"this config's {model_config.to_dict()}")
     model = Seq2Seq(model_config)
     if init is not None:
         model.load_state_dict(init["model"])
