@@ -9,7 +9,7 @@ PORT ?= 8000
 CONFIG ?= training/configs/de-en.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-serve serve test test-slow test-soak test-deploy loadtest bench prepare train export evaluate calibrate ablation lock clean
+.PHONY: help setup setup-serve serve test test-slow test-soak test-deploy loadtest bench prepare train export evaluate rerank calibrate ablation lock clean
 
 help:
 	@echo "make serve              set up .venv (serving runtime) and start the API on $(HOST):$(PORT)"
@@ -19,6 +19,7 @@ help:
 	@echo "make prepare CONFIG=... inspect a config's corpora: counts, rejects per cleaning rule, splits"
 	@echo "make train CONFIG=...   train a model from scratch (resumes if interrupted)"
 	@echo "make export RUN=runs/de-en OUT=models/de-en   export, check parity, evaluate, calibrate confidence"
+	@echo "make rerank OUT=models/de-en   choose the reverse model's reranking weight on validation data"
 	@echo "make calibrate          fit and measure the shipped models' translation confidence (docs/confidence.md)"
 	@echo "make loadtest [URL=...] locust at increasing concurrency -> loadtest/reports/"
 	@echo "make bench              engine, service and scheduler benchmarks (ratios measured side by side)"
@@ -80,6 +81,11 @@ export: setup
 	$(BIN)/python -m training.export --run-dir $(RUN) --out $(OUT) --quantize
 	$(BIN)/python -m training.evaluate --model-dir $(OUT)
 	$(BIN)/python -m training.calibrate --model-dir $(OUT) --plot-dir docs/confidence
+
+# Let the reverse direction's model (beside OUT) rerank OUT's beam, with a weight chosen on validation data
+# (docs/training.md); then run evaluate and calibrate again.
+rerank: setup
+	$(BIN)/python -m training.rerank --model-dir $(OUT)
 
 # Fit and measure the translation confidence of the shipped models (docs/confidence.md).
 calibrate: setup

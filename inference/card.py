@@ -58,11 +58,24 @@ class Graphs(_Section):
     decoder: GraphSignature
 
 
+ModelId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+class Reranking(_Section):
+    """Rescore the search's n-best with the model of the reverse direction (``inference.rerank``): the best
+    candidate maximizes score + weight x log P(source | candidate) per source token."""
+
+    model: ModelId  # the reverse direction's model id (its directory beside this one)
+    weight: float = Field(gt=0)
+    fit: dict[str, Any] = {}  # how the weight was chosen (training.rerank): validation BLEU per weight
+
+
 class DecodingDefaults(_Section):
     beam_size: int = Field(1, ge=1)
     length_penalty: float = Field(1.0, ge=0)
     max_length_ratio: float = Field(2.0, gt=0)  # output length limit: ratio x source length + offset
     max_length_offset: int = Field(10, ge=0)
+    rerank: Reranking | None = None
 
 
 Record = dict[str, Any]  # an informational section: shown to users, not read by the decoder
@@ -77,7 +90,7 @@ class ModelCard(_Section):
     """
 
     format_version: Literal[1]
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    id: ModelId
     source_language: str = Field(pattern=r"^[a-z]{2}$")  # ISO 639-1
     target_language: str = Field(pattern=r"^[a-z]{2}$")
     architecture: Record = {}
@@ -96,6 +109,8 @@ class ModelCard(_Section):
         """The JSON form: sections that are not there are left out, not written as null."""
         data = self.model_dump()
         data["files"] = {name: file for name, file in data["files"].items() if file is not None}
+        if data["decoding_defaults"].get("rerank") is None:
+            data["decoding_defaults"].pop("rerank", None)
         return {key: value for key, value in data.items() if value is not None}
 
     def with_sections(self, **sections: Any) -> ModelCard:

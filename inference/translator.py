@@ -5,12 +5,13 @@ Used by the service's batcher and by the training pipeline's evaluation alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import sentencepiece as spm
 
 from inference.confidence import ConfidenceModel, detector_for, signals, source_language_log_prob
+from inference.rerank import Reranker
 from inference.search import Hypothesis, SearchOptions, StepModel, search
 
 
@@ -30,17 +31,24 @@ class SentenceTranslator:
     """Tokenizes, decodes in length-sorted chunks, and detokenizes.
 
     With ``source_language`` set, each translation also carries its quality ``signals``; with a ``confidence``
-    model as well, their calibrated ``confidence``.
+    model as well, their calibrated ``confidence``. With a ``reranker``, the search keeps its whole beam as the
+    n-best and the reverse model reorders it.
     """
 
     def __init__(self, model: StepModel, tokenizer: spm.SentencePieceProcessor, max_source_tokens: int = 250,
-                 source_language: str | None = None, confidence: ConfidenceModel | None = None) -> None:
+                 source_language: str | None = None, confidence: ConfidenceModel | None = None,
+                 reranker: Reranker | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_source_tokens = max_source_tokens
         self.source_language = source_language
         self.confidence = confidence
+        self.reranker = reranker
         self._detector = detector_for(source_language) if source_language else None
+
+    def search_options(self, options: SearchOptions) -> SearchOptions:
+        """The options the search runs with: with a reranker, every beam's best becomes a candidate."""
+        return replace(options, n_best=options.beam_size) if self.reranker is not None else options
 
     def encode(self, sentence: str) -> list[int]:
         """Source ids with </s> appended, truncated to the model's maximum source length."""
@@ -48,17 +56,33 @@ class SentenceTranslator:
         return ids + [self.model.eos_id]
 
     def translate_ids(self, sources: list[list[int]], options: SearchOptions) -> list[list[Translation]]:
-        """One decoder batch of pre-tokenized sources -> n-best translations per source."""
-        return [self.finish(source, nbest) for source, nbest in zip(sources, search(self.model, sources, options))]
+        """One decoder batch of pre-tokenized sources -> ``options.n_best`` translations per source."""
+        hypotheses = search(self.model, sources, self.search_options(options))
+        return [nbest[: options.n_best] for nbest in self.finish_many(sources, hypotheses)]
+
+    def finish_many(self, sources: list[list[int]], hypotheses: list[list[Hypothesis]], assess: bool = True
+                    ) -> list[list[Translation]]:
+        """Each source's n-best hypotheses (from the search) -> its translations, reranked when there is a
+        reranker, with their signals and confidence when ``assess`` (a language-identification pass per source)."""
+        results = [self.finish(source, nbest, assess=False) for source, nbest in zip(sources, hypotheses)]
+        if self.reranker is not None:
+            results = self.reranker.rerank([self._text(source) for source in sources], results)
+        if assess:
+            for source, translations in zip(sources, results):
+                self.assess(source, translations)
+        return results
 
     def finish(self, source: list[int], hypotheses: list[Hypothesis], assess: bool = True) -> list[Translation]:
-        """One source's n-best hypotheses (from the search) -> its translations, with their signals and confidence
-        when ``assess`` (they cost a language-identification pass over the source)."""
+        """One source's n-best hypotheses -> its translations in the search's order (``finish_many`` reranks)."""
         source_pieces = [self.tokenizer.id_to_piece(i) for i in source]  # once per source, not per hypothesis
         translations = [self._translation(source_pieces, hyp) for hyp in hypotheses]
         if assess:
             self.assess(source, translations)
         return translations
+
+    def _text(self, source: list[int]) -> str:
+        """Source ids (with or without </s>) -> the text the model saw."""
+        return self.tokenizer.decode(source[:-1] if source and source[-1] == self.model.eos_id else source)
 
     def assess(self, source: list[int], translations: list[Translation]) -> None:
         """Fill in the signals (and confidence) of one source's n-best translations; nothing without a source
@@ -66,7 +90,7 @@ class SentenceTranslator:
         if self._detector is None:
             return
         ids = source[:-1] if source and source[-1] == self.model.eos_id else source
-        text = self.tokenizer.decode(ids)
+        text = self._text(source)
         language = source_language_log_prob(text, self.source_language, self._detector)
         features = np.stack([signals(text, ids, t.token_log_probs, self.tokenizer.unk_id(), language)
                              for t in translations])  # [n-best, F]

@@ -329,7 +329,8 @@ class TranslationEngine:
             self._cancel(submitted)
             raise
 
-        if len(outcomes) > INLINE_FINISH_SENTENCES:  # keep the event loop responsive
+        reranking = any(self.registry.models[m].translator.reranker is not None for m in wanted)
+        if reranking or len(outcomes) > INLINE_FINISH_SENTENCES:  # keep the event loop responsive
             results = await asyncio.to_thread(self._finish, wanted, outcomes, job.confidence)
         else:
             results = self._finish(wanted, outcomes, job.confidence)
@@ -347,8 +348,8 @@ class TranslationEngine:
             translator = self.registry.models[model_id].translator
             chunk = outcomes[position : position + len(distinct)]
             position += len(distinct)
-            results[model_id] = [translator.finish(ids, nbest, confidence)
-                                 for ids, (nbest, _) in zip(distinct.values(), chunk)]
+            results[model_id] = translator.finish_many(list(distinct.values()), [nbest for nbest, _ in chunk],
+                                                       confidence)
         return results
 
     def _cancel(self, submitted: list[tuple[str, list]]) -> None:

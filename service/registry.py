@@ -18,6 +18,7 @@ from pathlib import Path
 from inference.card import CARD_NAME, ModelCard, ModelCardError, read_card, search_options, verify_files
 from inference.confidence import ConfidenceModel
 from inference.onnx_model import OnnxSeq2Seq, resolve_providers
+from inference.rerank import Reranker
 from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
 from service.config import Settings
@@ -60,8 +61,9 @@ class LoadedModel:
         return hashlib.sha256(f"{card}\n{'int8' if self.quantized else 'fp32'}".encode()).hexdigest()
 
     def search_options(self, beam_size: int, n_best: int, return_attention: bool) -> SearchOptions:
-        """Search options for this model: the client's choices plus the card's length limits and penalty."""
-        return search_options(self.card, beam_size, n_best, return_attention)
+        """Search options for this model: the client's choices plus the card's length limits and penalty (and the
+        whole beam as n-best when the model reranks it)."""
+        return self.translator.search_options(search_options(self.card, beam_size, n_best, return_attention))
 
     @property
     def default_beam_size(self) -> int:
@@ -171,7 +173,24 @@ def load_models(verified: list[VerifiedModel], settings: Settings, broken: dict[
                  "int8" if quantized else "fp32", providers[0])
     if not registry.models:
         raise ModelLoadError("no model could be loaded")
+    if settings.rerank:
+        attach_rerankers(registry)
     return registry
+
+
+def attach_rerankers(registry: ModelRegistry) -> None:
+    """Give each model whose card asks for reranking the reverse direction's model, where it is served."""
+    for loaded in registry.models.values():
+        wanted = loaded.card.decoding_defaults.rerank
+        if wanted is None:
+            continue
+        reverse = registry.models.get(wanted.model)
+        if reverse is None or (reverse.source, reverse.target) != (loaded.target, loaded.source):
+            log.warning("model %s: its card asks to rerank with %s, which is not served as %s -> %s; decoding "
+                        "with plain beam search", loaded.id, wanted.model, loaded.target, loaded.source)
+            continue
+        loaded.translator.reranker = Reranker(reverse.model, reverse.model.tokenizer, wanted.weight)
+        log.info("model %s: n-best reranked by %s (weight %.2f)", loaded.id, reverse.id, wanted.weight)
 
 
 def warm_up(model: LoadedModel) -> None:

@@ -77,7 +77,7 @@ def test_model_cards(client):
     assert card["source_language"] == "de" and card["target_language"] == "en"
     assert {"architecture", "parity", "vocabulary", "decoding_defaults", "training"} <= set(card)
     assert "sha256" not in card
-    assert card["runtime"] == {"decoder": "fp32", "providers": ["CPUExecutionProvider"]}
+    assert card["runtime"] == {"decoder": "fp32", "providers": ["CPUExecutionProvider"], "reranked_by": None}
 
 
 def test_openapi_documents_both_apis_and_form_bodies(client):

@@ -436,13 +436,16 @@ def test_markup_in_a_translation_is_escaped(models_dir):
 
     class MarkupModel:
         def __init__(self, inner):
-            self.inner, self.model = inner, inner.model
+            self.inner, self.model, self.reranker = inner, inner.model, None
 
         def encode(self, sentence):
             return self.inner.encode(sentence)
 
-        def finish(self, source, hypotheses, assess=True):
-            return [Translation(evil, -1.0, [], [], None)]
+        def search_options(self, options):
+            return options
+
+        def finish_many(self, sources, hypotheses, assess=True):
+            return [[Translation(evil, -1.0, [], [], None)] for _ in sources]
 
     import asyncio
 

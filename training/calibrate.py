@@ -34,11 +34,12 @@ from sklearn.metrics import roc_auc_score
 from inference.card import ModelCard, search_options, write_card
 from inference.confidence import GOOD_CHRF, SIGNALS, ConfidenceModel
 from inference.onnx_model import OnnxSeq2Seq
+from inference.rerank import reranker_for
 from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
 from training.data import LANGUAGES as MULTI30K_LANGUAGES
 from training.data import fetch_multi30k, read_split
-from training.evaluate import evaluation_sets, rows_by_source
+from training.evaluate import evaluation_sets, recipe_set_names, rows_by_source
 
 log = logging.getLogger("training.calibrate")
 RANDOM_STRINGS = 300
@@ -146,12 +147,11 @@ def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot:
     """Fit the confidence on the model's validation data, measure it on its test data, write both into the card."""
     model = OnnxSeq2Seq(model_dir)
     card = model.card
-    translator = SentenceTranslator(model, model.tokenizer, source_language=card.source_language)
+    translator = SentenceTranslator(model, model.tokenizer, source_language=card.source_language,
+                                    reranker=reranker_for(card, model_dir))
     options = search_options(card)
     sets = {name: pairs[:max_per_set] for name, pairs in evaluation_sets(card, data_dir, mirror).items()}
-    recipe = card.training.get("data_recipe") or {}
-    valid_names = recipe.get("valid") or [n for n in sets if "val" in n]
-    test_names = recipe.get("test") or [n for n in sets if "test" in n]
+    valid_names, test_names = (recipe_set_names(card, list(sets), kind) for kind in ("valid", "test"))
 
     def gather(names: list[str], foreign_split: str, seed: int) -> tuple[dict, dict]:
         domain = {name: assess(translator, sets[name], options) for name in names}

@@ -4,7 +4,9 @@
 
 The evaluation sets are rebuilt from the data recipe in the card (corpora, held-out split seeds, cleaning
 rules), so they are exactly the sets held out in training. Writes the scores (with sacreBLEU signatures)
-into the model card and prints a markdown table. When the directory ships an int8 decoder, it is kept only
+into the model card and prints a markdown table. A model whose card asks for reranking (``training.rerank``) is
+scored as the service decodes it, reranked by the model of the reverse direction beside it, and also without
+(``beam5-plain``). When the directory ships an int8 decoder, it is kept only
 if it loses at most 0.3 BLEU on the first test set (beam search).
 """
 
@@ -19,6 +21,7 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from inference.card import ModelCard, search_options, write_card
 from inference.onnx_model import OnnxSeq2Seq
+from inference.rerank import reranker_for
 from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
 from training.cleaning import CleaningRules
@@ -99,6 +102,23 @@ def search_name(beam: int) -> str:
     return "greedy" if beam == 1 else f"beam{beam}"
 
 
+def recipe_set_names(card: ModelCard, available: list[str], kind: str) -> list[str]:
+    """The names of the card's ``kind`` ("valid" or "test") sets, as its data recipe lists them (older cards, which
+    have none: the available sets whose name says so)."""
+    listed = (card.training.get("data_recipe") or {}).get(kind)
+    return list(listed) if listed else [n for n in available if ("val" if kind == "valid" else kind) in n]
+
+
+def searches(beams: list[int], translator: SentenceTranslator) -> list[tuple[int, str, SentenceTranslator]]:
+    """(beam, score key, translator) for each beam size; a reranking translator's beams are also scored without
+    reranking (key ``beamN-plain``), so the card shows what the reranking is worth."""
+    result = [(beam, search_name(beam), translator) for beam in beams]
+    if translator.reranker is not None:
+        plain = SentenceTranslator(translator.model, translator.tokenizer)
+        result += [(beam, f"{search_name(beam)}-plain", plain) for beam in beams if beam > 1]
+    return result
+
+
 def evaluation_sets(card: ModelCard, data_dir: Path, mirror: Path | None) -> dict[str, list[tuple[str, str]]]:
     """The card's validation and test sets, rebuilt from its data recipe (default: Multi30k val and test2016)."""
     training, source, target = card.training, card.source_language, card.target_language
@@ -119,7 +139,8 @@ def evaluate(model_dir: Path, data_dir: Path, splits: list[str] | None, beams: l
     """Score the model on its evaluation sets (or the named ones) and write the scores into its card."""
     model = OnnxSeq2Seq(model_dir)
     card = model.card
-    translator = SentenceTranslator(model, model.tokenizer)
+    reranker = reranker_for(card, model_dir)
+    translator = SentenceTranslator(model, model.tokenizer, reranker=reranker)
     available = evaluation_sets(card, data_dir, mirror)
     unknown = sorted(set(splits or []) - set(available))
     if unknown:
@@ -128,9 +149,8 @@ def evaluate(model_dir: Path, data_dir: Path, splits: list[str] | None, beams: l
     scores: dict = {}
     for split, split_pairs in pairs.items():
         sources, references = [s for s, _ in split_pairs], [t for _, t in split_pairs]
-        for beam in beams:
-            hypotheses, speed = translate_split(translator, sources, search_options(card, beam))
-            key = search_name(beam)
+        for beam, key, decoder in searches(beams, translator):
+            hypotheses, speed = translate_split(decoder, sources, search_options(card, beam))
             result = {**score(hypotheses, references, sources), "sentences_per_second": round(speed, 1)}
             multi = multi_reference_score(hypotheses, sources, references)
             if multi:
@@ -147,7 +167,8 @@ def evaluate(model_dir: Path, data_dir: Path, splits: list[str] | None, beams: l
         int8 = OnnxSeq2Seq(model_dir, quantized=True)
         test_name = test_sets[0]
         test = pairs[test_name]
-        hypotheses, speed = translate_split(SentenceTranslator(int8, int8.tokenizer), [s for s, _ in test],
+        hypotheses, speed = translate_split(SentenceTranslator(int8, int8.tokenizer, reranker=reranker),
+                                            [s for s, _ in test],
                                             search_options(card, beam))
         int8_bleu = score(hypotheses, [t for _, t in test])["bleu"]
         drop = round(scores[test_name][key]["bleu"] - int8_bleu, 2)

@@ -106,6 +106,8 @@ async def models(engine: TranslationEngine = Depends(get_engine)) -> dict:
     cards = []
     for model in engine.registry.models.values():
         card = {key: value for key, value in model.card.to_dict().items() if key != "sha256"}
-        card["runtime"] = {"decoder": "int8" if model.quantized else "fp32", "providers": model.providers}
+        reranker = model.translator.reranker
+        card["runtime"] = {"decoder": "int8" if model.quantized else "fp32", "providers": model.providers,
+                           "reranked_by": model.card.decoding_defaults.rerank.model if reranker else None}
         cards.append(card)
     return {"models": cards, "broken": engine.registry.broken}

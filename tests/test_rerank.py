@@ -1,0 +1,141 @@
+"""Reranking the n-best with the reverse direction's model, on the shipped de-en and en-de ONNX models."""
+
+import json
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+
+from inference.onnx_model import OnnxSeq2Seq
+from inference.rerank import Reranker, forced_log_probs
+from inference.search import SearchOptions, search
+from inference.translator import SentenceTranslator
+from tests.conftest import REPO
+
+SENTENCES = [
+    "Ein Mann fährt mit dem Fahrrad einen Hügel hinunter.",
+    "Zwei Kinder spielen im Sand am Strand.",
+    "Eine Frau in einem roten Kleid singt auf einer Bühne.",
+    "Ein Hund springt über einen Baumstamm im Wald.",
+    "Mehrere Leute sitzen an einem Tisch und essen.",
+    "Ein kleiner Junge hält einen Ball in der Hand.",
+    "Ich habe morgen einen Termin beim Zahnarzt.",
+    "Wir sind gestern ins Kino gegangen.",
+    "Ein Arbeiter repariert das Dach eines Hauses.",
+    "Die Musiker spielen auf der Straße für Geld.",
+    "Ein Mädchen mit Brille liest ein Buch.",
+    "Zwei Männer unterhalten sich vor einem Geschäft.",
+]
+WEIGHT = 1.0
+
+
+@pytest.fixture(scope="module")
+def forward() -> OnnxSeq2Seq:
+    return OnnxSeq2Seq(REPO / "models" / "de-en")
+
+
+@pytest.fixture(scope="module")
+def reverse() -> OnnxSeq2Seq:
+    return OnnxSeq2Seq(REPO / "models" / "en-de")
+
+
+def test_forced_scoring_reproduces_the_searchs_log_probabilities(forward):
+    translator = SentenceTranslator(forward, forward.tokenizer)
+    sources = [translator.encode(s) for s in SENTENCES]
+    hypotheses = [nbest[0] for nbest in search(forward, sources, SearchOptions(beam_size=1))]
+    outputs = [h.tokens + [forward.eos_id] for h in hypotheses]
+    forced = forced_log_probs(forward, sources, outputs)
+    np.testing.assert_allclose(forced, [h.token_log_probs.sum() for h in hypotheses], atol=1e-3)
+
+
+def test_reranking_orders_each_beam_by_the_combined_score(forward, reverse):
+    reranker = Reranker(reverse, reverse.tokenizer, WEIGHT)
+    plain = SentenceTranslator(forward, forward.tokenizer)
+    reranked = SentenceTranslator(forward, forward.tokenizer, reranker=reranker)
+    options = SearchOptions(beam_size=5, n_best=5)
+    before, after = plain.translate(SENTENCES, options), reranked.translate(SENTENCES, options)
+    changed = 0
+    for sentence, old, new in zip(SENTENCES, before, after):
+        assert sorted(t.text for t in old) == sorted(t.text for t in new)  # the same beam, reordered
+        reverse_scores = reranker.reverse_scores([sentence], [[t.text for t in new]])[0]
+        combined = np.array([t.score for t in new]) + WEIGHT * reverse_scores
+        assert np.all(np.diff(combined) <= 1e-9)
+        changed += old[0].text != new[0].text
+    assert changed >= 1  # otherwise this test could not tell reranking from plain beam search
+    best_only = reranked.translate(SENTENCES, SearchOptions(beam_size=5))  # n_best 1: still the whole beam reranked
+    assert [n[0].text for n in best_only] == [n[0].text for n in after] and all(len(n) == 1 for n in best_only)
+
+
+@pytest.fixture(scope="module")
+def reranking_models(tmp_path_factory):
+    """The shipped de-en and en-de, de-en's card asking to be reranked by en-de."""
+    root = tmp_path_factory.mktemp("reranking") / "models"
+    for name in ("de-en", "en-de"):
+        shutil.copytree(REPO / "models" / name, root / name)
+    card_path = root / "de-en" / "model.json"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card["decoding_defaults"]["rerank"] = {"model": "en-de", "weight": WEIGHT}
+    card_path.write_text(json.dumps(card), encoding="utf-8")  # checksums cover the other files only
+    return root
+
+
+def test_the_service_answers_with_the_reranked_best_unless_told_not_to(reranking_models, forward, reverse):
+    from service_helpers import running_service
+
+    translator = SentenceTranslator(forward, forward.tokenizer, reranker=Reranker(reverse, reverse.tokenizer, WEIGHT))
+    expected = [n[0].text for n in translator.translate(SENTENCES, SearchOptions(beam_size=5))]
+    plain = [n[0].text for n in SentenceTranslator(forward, forward.tokenizer).translate(SENTENCES,
+                                                                                         SearchOptions(beam_size=5))]
+    answers = {}
+    for rerank in (True, False):
+        with running_service(reranking_models, rerank=rerank, cache_size=100) as base:
+            for attempt in range(2):  # the second answer comes from the cache
+                response = httpx.post(f"{base}/v1/translate", json={"texts": SENTENCES, "source": "de", "target": "en",
+                                                                     "beam_size": 5, "n_best": 2}, timeout=120)
+                assert response.status_code == 200, response.text
+                answers[rerank, attempt] = [t["text"] for t in response.json()["translations"]]
+            runtime = {m["id"]: m["runtime"] for m in httpx.get(f"{base}/v1/models").json()["models"]}
+            assert runtime["de-en"]["reranked_by"] == ("en-de" if rerank else None)
+            assert runtime["en-de"]["reranked_by"] is None
+    assert answers[True, 0] == answers[True, 1] == expected
+    assert answers[False, 0] == answers[False, 1] == plain != expected
+
+
+def test_a_card_whose_reverse_model_is_not_served_decodes_without_reranking(reranking_models, tmp_path, caplog):
+    from service_helpers import loaded_engine
+
+    root = tmp_path / "models"
+    shutil.copytree(reranking_models / "de-en", root / "de-en")
+    engine = loaded_engine(root)
+    try:
+        assert engine.registry.models["de-en"].translator.reranker is None
+    finally:
+        engine.stop()
+    assert "not served as en -> de" in caplog.text
+
+
+def test_the_weight_is_chosen_on_validation_data_and_evaluation_scores_both_ways(reranking_models, corpus_dir,
+                                                                                 tmp_path):
+    """training.rerank sweeps the weights on the validation set (Multi30k val for the shipped de-en) and writes the
+    best into the card, or none where plain beam search wins; training.evaluate then scores the reranked search as
+    beam5 and the plain one beside it."""
+    from inference.card import read_card
+    from training.evaluate import evaluate
+    from training.rerank import WEIGHTS, fit
+
+    root = tmp_path / "models"
+    shutil.copytree(reranking_models, root)
+    card, sweep = fit(root / "de-en", root / "en-de", corpus_dir)
+    assert set(sweep) == {str(w) for w in WEIGHTS} and all(set(s) == {"multi30k:val"} for s in sweep.values())
+    best = max(WEIGHTS, key=lambda w: sweep[str(w)]["multi30k:val"])
+    recorded = read_card(root / "de-en").decoding_defaults.rerank
+    assert card.decoding_defaults.rerank == recorded
+    if best == 0.0:  # plain beam search was best: the card asks for no reranking
+        assert recorded is None
+        return
+    assert recorded.model == "en-de" and recorded.weight == best and recorded.fit["validation_bleu"] == sweep
+    scores = evaluate(root / "de-en", corpus_dir, ["multi30k:val"], [5]).scores["multi30k:val"]
+    assert set(scores) == {"beam5", "beam5-plain"}
+    assert scores["beam5"]["bleu"] == sweep[str(best)]["multi30k:val"] > scores["beam5-plain"]["bleu"]
+    assert scores["beam5-plain"]["bleu"] == sweep["0.0"]["multi30k:val"]
