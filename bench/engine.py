@@ -9,8 +9,10 @@ The timed call is ``SentenceTranslator.translate_ids`` - the shared search plus 
 exactly what the service's batcher runs per decoder batch.
 
 Backends: ``torch`` (PyTorch eager through training/torch_step_model.py; needs the run directory with
-best.pt), ``onnx`` (onnxruntime fp32) and ``onnx-int8`` (the int8 decoder, where the model ships one).
-FLOPs are counted from model.json (bench.common) on the padded batches the search really runs.
+best.pt), ``onnx`` (onnxruntime fp32), ``onnx-int8`` (the int8 decoder, where the model ships one) and
+``onnx-reranked`` (fp32, the beam reranked by the reverse model beside it, where the card asks for reranking).
+FLOPs are counted from model.json (bench.common) on the padded batches the search really runs (the forward
+model's only: a reranked backend's FLOP/s leave out the reverse model's pass).
 """
 
 from __future__ import annotations
@@ -26,14 +28,24 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from bench.common import (bridge_flops, decoder_step_flops, default_corpus, encoder_flops_per_token, gemm_gflops,
-                          load_sentences, machine, markdown_table, write_csv)
+from bench.common import (
+    bridge_flops,
+    decoder_step_flops,
+    default_corpus,
+    encoder_flops_per_token,
+    gemm_gflops,
+    load_sentences,
+    machine,
+    markdown_table,
+    write_csv,
+)
 from inference.card import read_card
 from inference.onnx_model import OnnxSeq2Seq
+from inference.rerank import reranker_for
 from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-reranked")
 
 
 class CountingModel:
@@ -91,17 +103,21 @@ def load_backends(model_dir: Path, run_dir: Path | None, wanted: list[str], thre
             model, _ = load_run(run_dir)
             inner = TorchStepModel(model)
             tokenizer = spm.SentencePieceProcessor(model_file=str(model_dir / card.files.tokenizer))
-        elif name in ("onnx", "onnx-int8"):
+        elif name in ("onnx", "onnx-int8", "onnx-reranked"):
             quantized = name == "onnx-int8"
             if quantized and card.files.decoder_int8 is None:
                 skipped[name] = "the model ships no int8 decoder"
+                continue
+            if name == "onnx-reranked" and card.decoding_defaults.rerank is None:
+                skipped[name] = "the model card asks for no reranking"
                 continue
             inner = OnnxSeq2Seq(model_dir, quantized=quantized, threads=threads)
             tokenizer = inner.tokenizer
         else:
             raise ValueError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
         counter = CountingModel(inner, arch)
-        backends.append(Backend(name, SentenceTranslator(counter, tokenizer), counter))
+        reranker = reranker_for(card, model_dir, threads) if name == "onnx-reranked" else None
+        backends.append(Backend(name, SentenceTranslator(counter, tokenizer, reranker=reranker), counter))
     return backends, skipped
 
 

@@ -92,20 +92,20 @@ class Reranker:
         return self.tokenizer.encode(text)[: self.max_tokens - 1]
 
 
-def reverse_model(card: ModelCard, reverse_dir: Path) -> OnnxSeq2Seq:
+def reverse_model(card: ModelCard, reverse_dir: Path, threads: int = 0) -> OnnxSeq2Seq:
     """The reverse direction's model; a ModelCardError when ``reverse_dir`` holds another direction."""
-    reverse = OnnxSeq2Seq(reverse_dir)
+    reverse = OnnxSeq2Seq(reverse_dir, threads=threads)
     if (reverse.card.source_language, reverse.card.target_language) != (card.target_language, card.source_language):
         raise ModelCardError(f"{reverse_dir} translates {reverse.card.source_language} -> "
                              f"{reverse.card.target_language}, not {card.target_language} -> {card.source_language}")
     return reverse
 
 
-def reranker_for(card: ModelCard, model_dir: Path) -> Reranker | None:
+def reranker_for(card: ModelCard, model_dir: Path, threads: int = 0) -> Reranker | None:
     """The reranker the service would give this model (the reverse model from the directory beside it), or None
     where its card asks for none."""
     wanted = card.decoding_defaults.rerank
     if wanted is None:
         return None
-    reverse = reverse_model(card, model_dir.parent / wanted.model)
+    reverse = reverse_model(card, model_dir.parent / wanted.model, threads)
     return Reranker(reverse, reverse.tokenizer, wanted.weight)

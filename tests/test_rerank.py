@@ -139,3 +139,15 @@ def test_the_weight_is_chosen_on_validation_data_and_evaluation_scores_both_ways
     assert set(scores) == {"beam5", "beam5-plain"}
     assert scores["beam5"]["bleu"] == sweep[str(best)]["multi30k:val"] > scores["beam5-plain"]["bleu"]
     assert scores["beam5-plain"]["bleu"] == sweep["0.0"]["multi30k:val"]
+
+
+def test_the_engine_benchmark_times_the_reranked_beam_beside_the_plain_one(reranking_models, tmp_path):
+    from bench import engine
+    from tests.conftest import require_mirror
+
+    corpus = str(require_mirror() / "val.{lang}.gz")
+    summary = engine.main(["--model-dir", str(reranking_models / "de-en"), "--corpus", corpus, "--sentences", "4",
+                           "--batch-sizes", "4", "--beams", "2", "--backends", "onnx,onnx-reranked", "--budget-s",
+                           "0.1", "--gemm-sizes", "64", "--out", str(tmp_path)])
+    rows = {r["backend"]: r for r in summary["rows"]}
+    assert set(rows) == {"onnx", "onnx-reranked"} and all(r["sentences"] == 4 for r in rows.values())
