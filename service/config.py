@@ -35,8 +35,8 @@ class Settings(BaseSettings):
                                                                   "unset = the model card's default.")
     max_beam_size: int = Field(8, ge=1, le=8)
     rerank: bool = Field(True, description="Rerank each beam's n-best with the reverse direction's model where the "
-                                           "model card asks for it and that model is served (better translations, "
-                                           "about 1.5x the decoding work); false = plain beam search.")
+                                           "model card asks for it and that model is served (better translations at "
+                                           "about half the sentences/s); false = plain beam search.")
     max_sentence_chars: int = Field(400, ge=20, description="Longer sentences are cut at spaces before translation.")
     cache_size: int = Field(4096, ge=0, description="Sentence translations kept in the in-memory LRU cache "
                                                     "(each with its n-best list); 0 = no cache.")
