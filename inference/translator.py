@@ -66,7 +66,7 @@ class SentenceTranslator:
         reranker, with their signals and confidence when ``assess`` (a language-identification pass per source)."""
         results = [self.finish(source, nbest, assess=False) for source, nbest in zip(sources, hypotheses)]
         if self.reranker is not None:
-            results = self.reranker.rerank([self._text(source) for source in sources], results)
+            results = self.reranker.rerank([self.tokenizer.decode(self._without_eos(s)) for s in sources], results)
         if assess:
             for source, translations in zip(sources, results):
                 self.assess(source, translations)
@@ -80,17 +80,16 @@ class SentenceTranslator:
             self.assess(source, translations)
         return translations
 
-    def _text(self, source: list[int]) -> str:
-        """Source ids (with or without </s>) -> the text the model saw."""
-        return self.tokenizer.decode(source[:-1] if source and source[-1] == self.model.eos_id else source)
+    def _without_eos(self, source: list[int]) -> list[int]:
+        return source[:-1] if source and source[-1] == self.model.eos_id else source
 
     def assess(self, source: list[int], translations: list[Translation]) -> None:
         """Fill in the signals (and confidence) of one source's n-best translations; nothing without a source
         language."""
         if self._detector is None:
             return
-        ids = source[:-1] if source and source[-1] == self.model.eos_id else source
-        text = self._text(source)
+        ids = self._without_eos(source)
+        text = self.tokenizer.decode(ids)
         language = source_language_log_prob(text, self.source_language, self._detector)
         features = np.stack([signals(text, ids, t.token_log_probs, self.tokenizer.unk_id(), language)
                              for t in translations])  # [n-best, F]

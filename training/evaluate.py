@@ -160,16 +160,14 @@ def evaluate(model_dir: Path, data_dir: Path, splits: list[str] | None, beams: l
                      {k: v for k, v in scores[split][key].items() if k in ("bleu", "bleu_lowercase", "chrf")})
     sections: dict = {"scores": scores}
 
-    test_sets = [name for name in (card.training.get("data_recipe") or {}).get("test", [])
-                 if name in pairs] or [name for name in pairs if "test" in name]
+    test_sets = [name for name in recipe_set_names(card, list(pairs), "test") if name in pairs]
     if card.files.decoder_int8 is not None and test_sets:
         beam, key = max(beams), search_name(max(beams))
         int8 = OnnxSeq2Seq(model_dir, quantized=True)
         test_name = test_sets[0]
         test = pairs[test_name]
         hypotheses, speed = translate_split(SentenceTranslator(int8, int8.tokenizer, reranker=reranker),
-                                            [s for s, _ in test],
-                                            search_options(card, beam))
+                                            [s for s, _ in test], search_options(card, beam))
         int8_bleu = score(hypotheses, [t for _, t in test])["bleu"]
         drop = round(scores[test_name][key]["bleu"] - int8_bleu, 2)
         sections["int8"] = {"test_set": test_name, "bleu": int8_bleu, "bleu_drop": drop, "search": key,
