@@ -11,6 +11,16 @@ model over signals the search and the tokenizer already produce, fitted per mode
 - ``source_language_log_prob``: log-probability that the source is in the model's source language, from
   language identification over ``IDENTIFIED_LANGUAGES`` (text in another language than the model knows).
 
+Where the reverse direction's model reranks the n-best (``inference.rerank``), two more signals come free with
+it, and a second logistic model over ``RERANKED_SIGNALS`` (the card's ``confidence.model_reranked``) uses them:
+
+- ``reverse_log_prob``: log P(source | translation) per source piece from the reverse model (does the
+  translation still carry the source's content?);
+- ``nbest_agreement``: mean sentence chrF of the translation against the other candidates of its n-best (a
+  beam that agrees with itself is surer than one split between different translations).
+
+A sentence without them (plain decoding, or a beam of one) gets the model over ``SIGNALS``.
+
 Everything is computed from the source ids and the hypothesis, so a sentence's confidence does not depend on
 the rest of its batch or on whether it came from a cache.
 """
@@ -21,12 +31,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from sacrebleu.metrics import CHRF
 
 from inference.language_id import LanguageDetector
 
 GOOD_CHRF = 50.0
 SIGNALS = ("mean_log_prob", "min_log_prob", "length_ratio", "pieces_per_char", "unknown_rate",
            "source_language_log_prob")
+RERANKED_SIGNALS = SIGNALS + ("reverse_log_prob", "nbest_agreement")
 # Widely used languages in Latin and other scripts that language identification weighs the source against.
 IDENTIFIED_LANGUAGES = ("ar", "cs", "da", "de", "el", "en", "es", "fi", "fr", "hu", "it", "ja", "nl", "pl", "pt",
                         "ro", "ru", "sv", "tr", "uk", "zh")
@@ -60,6 +72,13 @@ def signals(source_text: str, source_ids: list[int], token_log_probs: np.ndarray
     ])
 
 
+def nbest_agreement(texts: list[str]) -> np.ndarray:
+    """Mean sentence chrF of each of an n-best's texts against the others: N >= 2 texts -> [N] float64."""
+    chrf = CHRF()
+    return np.array([np.mean([chrf.sentence_score(text, [other]).score for k, other in enumerate(texts) if k != i])
+                     for i, text in enumerate(texts)])
+
+
 @dataclass(frozen=True)
 class ConfidenceModel:
     """Standardization and logistic weights over ``signals``: probability = sigmoid(w . (x - mean) / scale + b)."""
@@ -72,15 +91,24 @@ class ConfidenceModel:
     good_chrf: float = GOOD_CHRF
 
     @classmethod
-    def from_card(cls, entry: dict) -> "ConfidenceModel":
-        """From ``model.json``'s ``confidence`` section; a section this code cannot use is a ValueError."""
-        model = entry.get("model") if isinstance(entry, dict) else None
-        if not isinstance(model, dict) or tuple(model.get("signals", ())) != SIGNALS:
-            raise ValueError(f"confidence.model must list the signals {list(SIGNALS)}")
-        arrays = [np.asarray(model[key], dtype=np.float64) for key in ("mean", "scale", "weights")]
-        if any(a.shape != (len(SIGNALS),) or not np.all(np.isfinite(a)) for a in arrays) or np.any(arrays[1] <= 0):
-            raise ValueError(f"confidence.model needs finite mean, scale > 0 and weights of {len(SIGNALS)} values")
-        return cls(SIGNALS, *arrays, float(model["bias"]), float(entry.get("good_chrf", GOOD_CHRF)))
+    def from_card(cls, entry: dict, key: str = "model") -> ConfidenceModel:
+        """From ``model.json``'s ``confidence`` section: ``model`` (over ``SIGNALS``) or ``model_reranked`` (over
+        ``RERANKED_SIGNALS``); a section this code cannot use is a ValueError."""
+        wanted = RERANKED_SIGNALS if key == "model_reranked" else SIGNALS
+        model = entry.get(key) if isinstance(entry, dict) else None
+        if not isinstance(model, dict) or tuple(model.get("signals", ())) != wanted:
+            raise ValueError(f"confidence.{key} must list the signals {list(wanted)}")
+        arrays = [np.asarray(model[name], dtype=np.float64) for name in ("mean", "scale", "weights")]
+        if any(a.shape != (len(wanted),) or not np.all(np.isfinite(a)) for a in arrays) or np.any(arrays[1] <= 0):
+            raise ValueError(f"confidence.{key} needs finite mean, scale > 0 and weights of {len(wanted)} values")
+        return cls(wanted, *arrays, float(model["bias"]), float(entry.get("good_chrf", GOOD_CHRF)))
+
+    @classmethod
+    def pair_from_card(cls, entry: dict | None) -> tuple[ConfidenceModel | None, ConfidenceModel | None]:
+        """The card's confidence models: (over ``SIGNALS``, over ``RERANKED_SIGNALS`` where it has one)."""
+        if entry is None:
+            return None, None
+        return cls.from_card(entry), cls.from_card(entry, "model_reranked") if "model_reranked" in entry else None
 
     def to_card(self) -> dict:
         return {"signals": list(self.signals), "mean": self.mean.round(6).tolist(),

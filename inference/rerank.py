@@ -77,14 +77,17 @@ class Reranker:
         return [flat[bounds[i] : bounds[i + 1]] for i in range(len(sources))]
 
     def rerank(self, sources: list[str], nbests: list[list]) -> list[list]:
-        """Each source's n-best (objects with ``text`` and ``score``, such as ``Translation``) reordered by the
-        combined score, best first; a list of one is left as it is."""
+        """Each source's n-best (``Translation``s, or any objects with ``text``, ``score`` and ``reverse_log_prob``)
+        reordered by the combined score, best first, each candidate's reverse score recorded in its
+        ``reverse_log_prob``; a list of one is left as it is."""
         todo = [i for i, nbest in enumerate(nbests) if len(nbest) > 1]
         if not todo:
             return nbests
         reverse = self.reverse_scores([sources[i] for i in todo], [[t.text for t in nbests[i]] for i in todo])
         reranked = list(nbests)
         for i, scores in zip(todo, reverse):
+            for candidate, value in zip(nbests[i], scores):
+                candidate.reverse_log_prob = float(value)
             combined = np.array([t.score for t in nbests[i]]) + self.weight * scores
             reranked[i] = [nbests[i][k] for k in np.argsort(-combined, kind="stable")]
         return reranked

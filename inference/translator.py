@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sentencepiece as spm
 
-from inference.confidence import ConfidenceModel, detector_for, signals, source_language_log_prob
+from inference.confidence import ConfidenceModel, detector_for, nbest_agreement, signals, source_language_log_prob
 from inference.rerank import Reranker
 from inference.search import Hypothesis, SearchOptions, StepModel, search
 
@@ -23,7 +23,8 @@ class Translation:
     target_tokens: list[str]
     attention: np.ndarray | None  # [len(target_tokens), len(source_tokens)]
     token_log_probs: np.ndarray | None = None  # [len(target_tokens)]: log-prob of each target token
-    signals: np.ndarray | None = None  # [len(confidence.SIGNALS)]: quality signals, when the translator computes them
+    signals: np.ndarray | None = None  # [len(SIGNALS)] or, reranked, [len(RERANKED_SIGNALS)]: quality signals
+    reverse_log_prob: float | None = None  # log P(source | text) per source piece, when the reverse model reranked
     confidence: float | None = None  # calibrated probability of a good translation, when the model has a calibration
 
 
@@ -32,18 +33,20 @@ class SentenceTranslator:
 
     With ``source_language`` set, each translation also carries its quality ``signals``; with a ``confidence``
     model as well, their calibrated ``confidence``. With a ``reranker``, the search keeps its whole beam as the
-    n-best and the reverse model reorders it.
+    n-best and the reverse model reorders it; a reranked n-best gets the ``reranked_confidence`` model, over the
+    signals reranking adds.
     """
 
     def __init__(self, model: StepModel, tokenizer: spm.SentencePieceProcessor, max_source_tokens: int = 250,
                  source_language: str | None = None, confidence: ConfidenceModel | None = None,
-                 reranker: Reranker | None = None) -> None:
+                 reranker: Reranker | None = None, reranked_confidence: ConfidenceModel | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_source_tokens = max_source_tokens
         self.source_language = source_language
         self.confidence = confidence
         self.reranker = reranker
+        self.reranked_confidence = reranked_confidence
         self._detector = detector_for(source_language) if source_language else None
 
     def search_options(self, options: SearchOptions) -> SearchOptions:
@@ -85,15 +88,23 @@ class SentenceTranslator:
 
     def assess(self, source: list[int], translations: list[Translation]) -> None:
         """Fill in the signals (and confidence) of one source's n-best translations; nothing without a source
-        language."""
+        language. A reranked n-best of two or more also gets the reranking signals and the model over them."""
         if self._detector is None:
             return
         ids = self._without_eos(source)
         text = self.tokenizer.decode(ids)
         language = source_language_log_prob(text, self.source_language, self._detector)
-        features = np.stack([signals(text, ids, t.token_log_probs, self.tokenizer.unk_id(), language)
-                             for t in translations])  # [n-best, F]
-        confidences = self.confidence.probability(features) if self.confidence is not None else [None] * len(features)
+        plain = np.stack([signals(text, ids, t.token_log_probs, self.tokenizer.unk_id(), language)
+                          for t in translations])  # [n-best, len(SIGNALS)]
+        reranked = len(translations) > 1 and all(t.reverse_log_prob is not None for t in translations)
+        features = np.column_stack([plain, [t.reverse_log_prob for t in translations],
+                                    nbest_agreement([t.text for t in translations])]) if reranked else plain
+        if reranked and self.reranked_confidence is not None:  # features [n-best, len(RERANKED_SIGNALS)]
+            confidences = self.reranked_confidence.probability(features)
+        elif self.confidence is not None:
+            confidences = self.confidence.probability(plain)
+        else:
+            confidences = [None] * len(translations)
         for translation, row, confidence in zip(translations, features, confidences):
             translation.signals = row
             translation.confidence = None if confidence is None else float(confidence)

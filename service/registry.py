@@ -134,7 +134,7 @@ def _check_card(path: Path, card: ModelCard, settings: Settings) -> None:
     """What the card's schema cannot say: a usable confidence calibration, an int8 decoder where one is required."""
     if card.confidence is not None:
         try:
-            ConfidenceModel.from_card(card.confidence)
+            ConfidenceModel.pair_from_card(card.confidence)
         except ValueError as error:
             raise ModelCardError(f"{path / CARD_NAME}: {error}") from None
     if settings.quantized == "true" and card.files.decoder_int8 is None:
@@ -159,9 +159,9 @@ def load_models(verified: list[VerifiedModel], settings: Settings, broken: dict[
             log.error("skipping model %s: onnxruntime cannot load it: %s", item.path.name, error)
             registry.broken[item.path.name] = str(error)
             continue
-        confidence = ConfidenceModel.from_card(card.confidence) if card.confidence is not None else None
+        confidence, reranked_confidence = ConfidenceModel.pair_from_card(card.confidence)
         translator = SentenceTranslator(model, model.tokenizer, source_language=card.source_language,
-                                        confidence=confidence)
+                                        confidence=confidence, reranked_confidence=reranked_confidence)
         loaded = LoadedModel(card.id, card.source_language, card.target_language, card, model,
                              translator, providers)
         if settings.min_confidence is not None and confidence is None:

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from inference.card import read_card
-from inference.confidence import SIGNALS, ConfidenceModel, detector_for, signals, source_language_log_prob
+from inference.confidence import (
+    RERANKED_SIGNALS,
+    SIGNALS,
+    ConfidenceModel,
+    detector_for,
+    nbest_agreement,
+    signals,
+    source_language_log_prob,
+)
 from inference.onnx_model import OnnxSeq2Seq
 from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
@@ -51,6 +59,28 @@ def test_card_round_trip_and_refusals():
     for entry in broken:
         with pytest.raises(ValueError, match="confidence.model"):
             ConfidenceModel.from_card(entry)
+
+
+def test_the_card_may_add_a_model_over_the_reranking_signals():
+    width = len(RERANKED_SIGNALS)
+    reranked = ConfidenceModel(RERANKED_SIGNALS, np.zeros(width), np.ones(width), np.linspace(-1, 1, width), 0.1)
+    plain = ConfidenceModel(SIGNALS, np.zeros(6), np.ones(6), np.ones(6), 0.0)
+    entry = {"model": plain.to_card(), "model_reranked": reranked.to_card()}
+    first, second = ConfidenceModel.pair_from_card(entry)
+    assert first.signals == SIGNALS and second.signals == RERANKED_SIGNALS
+    features = np.random.default_rng(1).normal(size=(4, width))
+    assert np.allclose(second.probability(features), reranked.probability(features), atol=1e-6)
+    assert ConfidenceModel.pair_from_card({"model": plain.to_card()})[1] is None
+    assert ConfidenceModel.pair_from_card(None) == (None, None)
+    with pytest.raises(ValueError, match="confidence.model_reranked must list"):
+        ConfidenceModel.pair_from_card({"model": plain.to_card(), "model_reranked": plain.to_card()})
+
+
+def test_nbest_agreement_is_each_texts_mean_chrf_against_the_others():
+    same = nbest_agreement(["Two dogs play in the snow."] * 3)
+    assert np.allclose(same, 100.0)
+    split = nbest_agreement(["Two dogs play in the snow.", "Two dogs play in the snow.", "A cat sleeps."])
+    assert split[0] == split[1] > split[2] and split[0] < 100.0
 
 
 def test_token_log_probs_add_up_to_the_hypothesis_score(tiny_model_dir):

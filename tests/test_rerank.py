@@ -117,9 +117,9 @@ def test_a_card_whose_reverse_model_is_not_served_decodes_without_reranking(rera
 
 def test_the_weight_is_chosen_on_validation_data_and_evaluation_scores_both_ways(reranking_models, corpus_dir,
                                                                                  tmp_path):
-    """training.rerank sweeps the weights on the validation set (Multi30k val for the shipped de-en) and writes the
-    best into the card, or none where plain beam search wins; training.evaluate then scores the reranked search as
-    beam5 and the plain one beside it."""
+    """training.rerank sweeps the weights on the validation sets of the card's recipe (Multi30k val and Tatoeba
+    valid for the shipped de-en) and writes the best mean into the card, or none where plain beam search wins;
+    training.evaluate then scores the reranked search as beam5 and the plain one beside it."""
     from inference.card import read_card
     from training.evaluate import evaluate
     from training.rerank import WEIGHTS, fit
@@ -127,8 +127,11 @@ def test_the_weight_is_chosen_on_validation_data_and_evaluation_scores_both_ways
     root = tmp_path / "models"
     shutil.copytree(reranking_models, root)
     card, sweep = fit(root / "de-en", root / "en-de", corpus_dir)
-    assert set(sweep) == {str(w) for w in WEIGHTS} and all(set(s) == {"multi30k:val"} for s in sweep.values())
-    best = max(WEIGHTS, key=lambda w: sweep[str(w)]["multi30k:val"])
+    sets = set(sweep["0.0"])
+    assert set(sweep) == {str(w) for w in WEIGHTS} and all(set(s) == sets for s in sweep.values())
+    assert "multi30k:val" in sets and not any(name.endswith("test") or "test2016" in name for name in sets)
+    mean = {w: np.mean(list(sweep[str(w)].values())) for w in WEIGHTS}
+    best = max(WEIGHTS, key=mean.get)
     recorded = read_card(root / "de-en").decoding_defaults.rerank
     assert card.decoding_defaults.rerank == recorded
     if best == 0.0:  # plain beam search was best: the card asks for no reranking
@@ -137,7 +140,7 @@ def test_the_weight_is_chosen_on_validation_data_and_evaluation_scores_both_ways
     assert recorded.model == "en-de" and recorded.weight == best and recorded.fit["validation_bleu"] == sweep
     scores = evaluate(root / "de-en", corpus_dir, ["multi30k:val"], [5]).scores["multi30k:val"]
     assert set(scores) == {"beam5", "beam5-plain"}
-    assert scores["beam5"]["bleu"] == sweep[str(best)]["multi30k:val"] > scores["beam5-plain"]["bleu"]
+    assert scores["beam5"]["bleu"] == sweep[str(best)]["multi30k:val"] and mean[best] > mean[0.0]
     assert scores["beam5-plain"]["bleu"] == sweep["0.0"]["multi30k:val"]
 
 
@@ -151,3 +154,46 @@ def test_the_engine_benchmark_times_the_reranked_beam_beside_the_plain_one(reran
                            "0.1", "--gemm-sizes", "64", "--out", str(tmp_path)])
     rows = {r["backend"]: r for r in summary["rows"]}
     assert set(rows) == {"onnx", "onnx-reranked"} and all(r["sentences"] == 4 for r in rows.values())
+
+
+def test_a_reranked_model_is_calibrated_and_served_with_the_reranking_signals(reranking_models, corpus_dir, tmp_path,
+                                                                                forward, reverse):
+    """training.calibrate on a reranking card fits a second model over the reverse score and the n-best's agreement;
+    the translator uses it for a reranked beam and the plain model for a beam of one, and so does the service."""
+    from service_helpers import running_service
+
+    from inference.card import read_card
+    from inference.confidence import RERANKED_SIGNALS, SIGNALS, ConfidenceModel, nbest_agreement
+    from training.calibrate import calibrate
+
+    root = tmp_path / "models"
+    shutil.copytree(reranking_models, root)
+    calibrate(root / "de-en", corpus_dir, max_per_set=40)
+    entry = read_card(root / "de-en").confidence
+    assert entry["search"]["reranked_by"] == "en-de"
+    assert {"spearman_chrf", "roc_auc_good", "expected_calibration_error"} <= set(entry["without_reranking_signals"])
+    plain, reranked = ConfidenceModel.pair_from_card(entry)
+    assert reranked.signals == RERANKED_SIGNALS
+
+    reranker = Reranker(reverse, reverse.tokenizer, WEIGHT)
+    translator = SentenceTranslator(forward, forward.tokenizer, source_language="de", confidence=plain,
+                                    reranker=reranker, reranked_confidence=reranked)
+    beams = translator.translate(SENTENCES, SearchOptions(beam_size=5, n_best=5))
+    for sentence, nbest in zip(SENTENCES, beams):
+        best = nbest[0]
+        assert best.signals.shape == (len(RERANKED_SIGNALS),)
+        reverse_score = reranker.reverse_scores([sentence], [[best.text]])[0][0]
+        assert best.reverse_log_prob == pytest.approx(reverse_score, abs=1e-4)
+        assert best.signals[-1] == pytest.approx(nbest_agreement([t.text for t in nbest])[0])
+        assert best.confidence == pytest.approx(float(reranked.probability(best.signals[None])[0]))
+    greedy = translator.translate(SENTENCES[:3], SearchOptions(beam_size=1))
+    for nbest in greedy:
+        assert nbest[0].signals.shape == (len(SIGNALS),) and nbest[0].reverse_log_prob is None
+        assert nbest[0].confidence == pytest.approx(float(plain.probability(nbest[0].signals[None])[0]))
+
+    expected = [n[0].confidence for n in translator.translate(SENTENCES, SearchOptions(beam_size=5))]
+    with running_service(root) as base:
+        response = httpx.post(f"{base}/v1/translate", json={"texts": SENTENCES, "source": "de", "target": "en",
+                                                             "beam_size": 5, "return_confidence": True}, timeout=120)
+    assert response.status_code == 200, response.text
+    assert [t["confidence"] for t in response.json()["translations"]] == pytest.approx(expected, abs=1e-4)  # the API rounds to 4 places

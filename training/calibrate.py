@@ -6,7 +6,9 @@ Calibration data: the model's validation sets, plus inputs the model should dist
 captions in its other languages (French and Czech for a German model; their references are the captions in
 the target language, so a bad translation gets the low sentence chrF it deserves) when the recipe uses
 Multi30k, and seeded random strings (quality 0). A logistic regression (scikit-learn) over
-``inference.confidence.SIGNALS`` predicts sentence chrF >= 50. The fit is then measured on the test sets and
+``inference.confidence.SIGNALS`` predicts sentence chrF >= 50; where the card reranks with the reverse model, a
+second one over ``RERANKED_SIGNALS`` (``model_reranked``) serves the reranked outputs, and the card also measures
+the first alone on them. The fit is then measured on the test sets and
 on test-time inputs of the same kinds: Spearman correlation with sentence chrF, ROC AUC for chrF >= 50,
 ROC AUC against each kind of foreign input, expected calibration error, and quality by confidence decile,
 each beside the baseline (the mean token log-probability alone).
@@ -32,7 +34,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from inference.card import ModelCard, search_options, write_card
-from inference.confidence import GOOD_CHRF, SIGNALS, ConfidenceModel
+from inference.confidence import GOOD_CHRF, RERANKED_SIGNALS, SIGNALS, ConfidenceModel
 from inference.onnx_model import OnnxSeq2Seq
 from inference.rerank import reranker_for
 from inference.search import SearchOptions
@@ -77,10 +79,13 @@ def foreign_sets(card: ModelCard, split: str, data_dir: Path, mirror: Path | Non
 
 def assess(translator: SentenceTranslator, pairs: list[tuple[str, str | None]],
            options: SearchOptions) -> tuple[np.ndarray, np.ndarray]:
-    """Signals [N, F] of the best translation of each source, and its sentence chrF [N] (0 without reference)."""
+    """Signals [N, len(RERANKED_SIGNALS)] of the best translation of each source (NaN for the reranking signals
+    where it was not reranked), and its sentence chrF [N] (0 without reference)."""
     results = translator.translate([s for s, _ in pairs], options)
     chrf = CHRF()
-    features = np.stack([nbest[0].signals for nbest in results])
+    features = np.full((len(results), len(RERANKED_SIGNALS)), np.nan)
+    for row, nbest in enumerate(results):
+        features[row, : len(nbest[0].signals)] = nbest[0].signals
     quality = np.array([chrf.sentence_score(nbest[0].text, [ref]).score if ref else 0.0
                         for nbest, (_, ref) in zip(results, pairs)])
     return features, quality
@@ -93,8 +98,11 @@ def expected_calibration_error(probability: np.ndarray, outcome: np.ndarray, bin
                      for b in range(bins) if np.any(index == b)))
 
 
-def fit(features: np.ndarray, quality: np.ndarray, good_chrf: float) -> ConfidenceModel:
-    """Logistic regression of (quality >= good_chrf) on standardized signals: features [N, F], quality [N]."""
+def fit(features: np.ndarray, quality: np.ndarray, good_chrf: float, names: tuple[str, ...] = SIGNALS
+        ) -> ConfidenceModel:
+    """Logistic regression of (quality >= good_chrf) on the standardized signals ``names``, the first columns of
+    features [N, >= len(names)]; quality [N]."""
+    features = features[:, : len(names)]
     good = quality >= good_chrf
     if good.all() or not good.any():
         raise SystemExit(f"calibration needs translations on both sides of chrF {good_chrf:g}: {int(good.sum())} of "
@@ -102,7 +110,17 @@ def fit(features: np.ndarray, quality: np.ndarray, good_chrf: float) -> Confiden
                          "threshold: --good-chrf)")
     mean, scale = features.mean(0), features.std(0) + 1e-9
     regression = LogisticRegression(C=1.0, max_iter=2000).fit((features - mean) / scale, good)
-    return ConfidenceModel(SIGNALS, mean, scale, regression.coef_[0], float(regression.intercept_[0]), good_chrf)
+    return ConfidenceModel(names, mean, scale, regression.coef_[0], float(regression.intercept_[0]), good_chrf)
+
+
+def served_confidence(plain: ConfidenceModel, reranked: ConfidenceModel | None, features: np.ndarray) -> np.ndarray:
+    """The confidence the service gives: features [N, len(RERANKED_SIGNALS)] -> [N], from ``reranked`` where a
+    row has the reranking signals, else from ``plain``."""
+    confidence = plain.probability(features[:, : len(SIGNALS)])
+    if reranked is not None:
+        complete = ~np.isnan(features).any(axis=1)
+        confidence[complete] = reranked.probability(features[complete])
+    return confidence
 
 
 def measure(confidence: np.ndarray, quality: np.ndarray, foreign: dict[str, np.ndarray], good_chrf: float) -> dict:
@@ -163,22 +181,30 @@ def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot:
 
     fit_domain, fit_foreign = gather(valid_names, "val", seed=1)
     stacked = list(fit_domain.values()) + list(fit_foreign.values())
-    confidence_model = fit(np.concatenate([f for f, _ in stacked]), np.concatenate([q for _, q in stacked]),
-                           good_chrf)
+    fit_features, fit_quality = np.concatenate([f for f, _ in stacked]), np.concatenate([q for _, q in stacked])
+    plain_model = fit(fit_features, fit_quality, good_chrf)
+    complete = ~np.isnan(fit_features).any(axis=1)  # reranked: the best has the reranking signals
+    reranked_model = fit(fit_features[complete], fit_quality[complete], good_chrf, RERANKED_SIGNALS) \
+        if translator.reranker is not None and complete.any() else None
+
+    def served(f: np.ndarray) -> np.ndarray:
+        return served_confidence(plain_model, reranked_model, f)
+
     test_domain, test_foreign = gather(test_names, "test2016", seed=2)
     features = np.concatenate([f for f, _ in test_domain.values()])
     quality = np.concatenate([q for _, q in test_domain.values()])
-    confidence = confidence_model.probability(features)
-    confidence_by_set = {name: confidence_model.probability(f) for name, (f, _) in test_domain.items()}
+    confidence = served(features)
+    confidence_by_set = {name: served(f) for name, (f, _) in test_domain.items()}
     baseline_index = SIGNALS.index("mean_log_prob")
     entry = {
         "good_chrf": good_chrf,
-        "model": confidence_model.to_card(),
+        "model": plain_model.to_card(),
         "fitted_on": {name: len(q) for name, (_, q) in {**fit_domain, **fit_foreign}.items()},
         "measured_on": {name: len(q) for name, (_, q) in {**test_domain, **test_foreign}.items()},
-        "search": {"beam_size": options.beam_size, "length_penalty": options.length_penalty},
-        "confidence": {**measure(confidence, quality, {k: confidence_model.probability(f)
-                                                       for k, (f, _) in test_foreign.items()}, good_chrf),
+        "search": {"beam_size": options.beam_size, "length_penalty": options.length_penalty,
+                   "reranked_by": card.decoding_defaults.rerank.model if translator.reranker else None},
+        "confidence": {**measure(confidence, quality, {k: served(f) for k, (f, _) in test_foreign.items()},
+                                 good_chrf),
                        "expected_calibration_error": round(
                            expected_calibration_error(confidence, quality >= good_chrf), 4)},
         "baseline_mean_log_prob": measure(features[:, baseline_index], quality,
@@ -187,6 +213,13 @@ def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot:
                          for name, (_, q) in test_domain.items()},
         "deciles": deciles(confidence, quality, good_chrf),
     }
+    if reranked_model is not None:
+        entry["model_reranked"] = reranked_model.to_card()
+        without = plain_model.probability(features[:, : len(SIGNALS)])
+        entry["without_reranking_signals"] = {
+            **measure(without, quality, {k: plain_model.probability(f[:, : len(SIGNALS)])
+                                         for k, (f, _) in test_foreign.items()}, good_chrf),
+            "expected_calibration_error": round(expected_calibration_error(without, quality >= good_chrf), 4)}
     agreement = {name: reference_agreement([s for s, _ in sets[name]], q, confidence_by_set[name], good_chrf)
                  for name, (_, q) in test_domain.items()}
     if any(agreement.values()):
@@ -226,8 +259,10 @@ def markdown(cards: list[ModelCard]) -> str:
              "|---|---|---:|---:|---:|---|"]
     for card in cards:
         entry = card.confidence or {}
-        for label, stats in (("confidence", entry["confidence"]),
-                             ("baseline: mean log-prob", entry["baseline_mean_log_prob"])):
+        rows = [("confidence", entry["confidence"]),
+                ("without the reranking signals", entry.get("without_reranking_signals")),
+                ("baseline: mean log-prob", entry["baseline_mean_log_prob"])]
+        for label, stats in (row for row in rows if row[1] is not None):
             foreign = ", ".join(f"{k.removeprefix('roc_auc_vs_')} {v:.4f}" for k, v in stats.items()
                                 if k.startswith("roc_auc_vs_"))
             ece = stats.get("expected_calibration_error")
