@@ -3,6 +3,8 @@
 import ast
 import asyncio
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -58,6 +60,10 @@ def test_fine_tuning_starts_from_another_runs_weights_and_vocabulary(tiny_run, c
     assert [r["epoch"] for r in tuned] == [1]
     assert tuned[0]["train_loss"] < trained[0]["train_loss"] - 0.5
     assert tuned[0]["train_loss"] < trained[-1]["train_loss"] + 0.2
+    out = tmp_path / "models" / "de-en"
+    subprocess.run([sys.executable, "-m", "training.export", "--run-dir", str(run_dir), "--out", str(out),
+                    "--data-dir", str(corpus_dir)], check=True, cwd=REPO, capture_output=True)
+    assert read_card(out).training["initialized_from"] == str(tiny_run / "epoch-3.pt")  # the card names its parent
 
 
 @pytest.mark.parametrize("override, message", [

@@ -158,8 +158,10 @@ def training_section(run_dir: Path) -> dict:
 
 def export_run(run_dir: Path, out_dir: Path, source: str, target: str, validation_sources: list[str],
                quantize: bool = False, epochs_trained: int | None = None, checkpoint_name: str = "best.pt",
-               evaluation_sets_sha256: dict[str, str] | None = None) -> ModelCard:
-    """Export, verify parity, and write the model card (scores are added later by training.evaluate)."""
+               evaluation_sets_sha256: dict[str, str] | None = None, initialized_from: str | None = None
+               ) -> ModelCard:
+    """Export, verify parity, and write the model card (scores are added later by training.evaluate).
+    ``initialized_from``: the run's ``train.init_from`` (the weights it was fine-tuned from), recorded in the card."""
     model, checkpoint = load_run(run_dir, checkpoint_name)
     config = model.config
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +190,7 @@ def export_run(run_dir: Path, out_dir: Path, source: str, target: str, validatio
                          "exported_weights": (f"average of epochs {checkpoint['averaged_epochs']}"
                                               if "averaged_epochs" in checkpoint else f"epoch {checkpoint['epoch']}"),
                          "val_bleu_greedy": checkpoint["val_bleu"],
+                         **({"initialized_from": initialized_from} if initialized_from else {}),
                          **({"evaluation_sets_sha256": evaluation_sets_sha256} if evaluation_sets_sha256 else {})},
         }
         write_card(staging, card)
@@ -234,7 +237,7 @@ def main() -> None:
                         args.data_dir, args.mirror)
     card = export_run(args.run_dir, args.out, run_config.source, run_config.target,
                       [s for s, _ in data.valid_pairs], args.quantize, epochs_trained, args.checkpoint,
-                      data.fingerprints())
+                      data.fingerprints(), run_config.train.init_from)
     print(json.dumps(card.parity, indent=2))
 
 
