@@ -98,21 +98,27 @@ def test_shipped_confidence_trusts_known_input_and_distrusts_another_language(mo
     assert good > 0.5 and bad < 0.1
 
 
-def test_shipped_de_en_is_reranked_by_the_shipped_en_de_with_a_confidence_over_the_reranking_signals():
+@pytest.mark.parametrize("model_id,known,foreign,expected", [
+    ("de-en", "Wo ist der Bahnhof?", "Je suis fatigué.", "station"),  # everyday German: Tatoeba in training
+    ("en-de", "Where is the train station?", "Je suis fatigué.", "Bahnhof"),
+])
+def test_each_shipped_direction_is_reranked_by_the_other_with_a_confidence_over_the_reranking_signals(
+        model_id, known, foreign, expected):
     """Its card's scores (beam5) are for the reranked search; the reranked confidence is calibrated too."""
     from inference.confidence import RERANKED_SIGNALS
     from inference.rerank import reranker_for
 
-    model = OnnxSeq2Seq(MODELS / "de-en")
+    model = OnnxSeq2Seq(MODELS / model_id)
     card = model.card
-    reranker = reranker_for(card, MODELS / "de-en")
-    assert card.decoding_defaults.rerank.model == "en-de" and reranker.weight == card.decoding_defaults.rerank.weight
-    assert card.decoding_defaults.rerank.fit["reverse_model_sha256"] == read_card(MODELS / "en-de").sha256
-    assert card.confidence["search"]["reranked_by"] == "en-de"
+    reverse_id = f"{card.target_language}-{card.source_language}"
+    reranker = reranker_for(card, MODELS / model_id)
+    assert card.decoding_defaults.rerank.model == reverse_id and reranker.weight == card.decoding_defaults.rerank.weight
+    assert card.decoding_defaults.rerank.fit["reverse_model_sha256"] == read_card(MODELS / reverse_id).sha256
+    assert card.confidence["search"]["reranked_by"] == reverse_id
+    assert card.confidence["confidence"]["expected_calibration_error"] <= 0.05
     plain, reranked = ConfidenceModel.pair_from_card(card.confidence)
-    translator = SentenceTranslator(model, model.tokenizer, source_language="de", confidence=plain,
+    translator = SentenceTranslator(model, model.tokenizer, source_language=card.source_language, confidence=plain,
                                     reranker=reranker, reranked_confidence=reranked)
-    good, bad = (translator.translate([s], SearchOptions(beam_size=5))[0][0] for s in
-                 ("Wo ist der Bahnhof?", "Je suis fatigué."))
+    good, bad = (translator.translate([s], SearchOptions(beam_size=5))[0][0] for s in (known, foreign))
     assert good.signals.shape == (len(RERANKED_SIGNALS),) and good.confidence > 0.5 > 0.1 > bad.confidence
-    assert "station" in good.text  # everyday German: Tatoeba in training
+    assert expected in good.text
