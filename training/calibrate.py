@@ -25,6 +25,7 @@ import argparse
 import logging
 import random
 import string
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,13 @@ def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot:
     test_domain, test_foreign = gather(test_names, "test2016", seed=2)
     features = np.concatenate([f for f, _ in test_domain.values()])
     quality = np.concatenate([q for _, q in test_domain.values()])
+
+    def measured(score: Callable[[np.ndarray], np.ndarray]) -> dict:
+        """``measure`` of one confidence function on the test data, with its expected calibration error."""
+        probability = score(features)
+        return {**measure(probability, quality, {k: score(f) for k, (f, _) in test_foreign.items()}, good_chrf),
+                "expected_calibration_error": round(expected_calibration_error(probability, quality >= good_chrf), 4)}
+
     confidence = served(features)
     confidence_by_set = {name: served(f) for name, (f, _) in test_domain.items()}
     baseline_index = SIGNALS.index("mean_log_prob")
@@ -203,10 +211,7 @@ def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot:
         "measured_on": {name: len(q) for name, (_, q) in {**test_domain, **test_foreign}.items()},
         "search": {"beam_size": options.beam_size, "length_penalty": options.length_penalty,
                    "reranked_by": card.decoding_defaults.rerank.model if translator.reranker else None},
-        "confidence": {**measure(confidence, quality, {k: served(f) for k, (f, _) in test_foreign.items()},
-                                 good_chrf),
-                       "expected_calibration_error": round(
-                           expected_calibration_error(confidence, quality >= good_chrf), 4)},
+        "confidence": measured(served),
         "baseline_mean_log_prob": measure(features[:, baseline_index], quality,
                                           {k: f[:, baseline_index] for k, (f, _) in test_foreign.items()}, good_chrf),
         "per_test_set": {name: measure(confidence_by_set[name], q, {}, good_chrf)
@@ -215,11 +220,7 @@ def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot:
     }
     if reranked_model is not None:
         entry["model_reranked"] = reranked_model.to_card()
-        without = plain_model.probability(features[:, : len(SIGNALS)])
-        entry["without_reranking_signals"] = {
-            **measure(without, quality, {k: plain_model.probability(f[:, : len(SIGNALS)])
-                                         for k, (f, _) in test_foreign.items()}, good_chrf),
-            "expected_calibration_error": round(expected_calibration_error(without, quality >= good_chrf), 4)}
+        entry["without_reranking_signals"] = measured(lambda f: served_confidence(plain_model, None, f))
     agreement = {name: reference_agreement([s for s, _ in sets[name]], q, confidence_by_set[name], good_chrf)
                  for name, (_, q) in test_domain.items()}
     if any(agreement.values()):
