@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import shutil
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from inference.card import read_card
 from inference.confidence import (
@@ -154,3 +156,32 @@ def test_calibration_writes_a_fitted_and_measured_confidence_into_the_card(tiny_
     german, french = (translator.translate([s], SearchOptions(beam_size=4))[0][0].confidence for s in
                       ("Zwei Hunde spielen im Schnee.", "Deux chiens jouent dans la neige."))
     assert 0 <= french < german <= 1
+
+
+def _ceiling_script():
+    spec = importlib.util.spec_from_file_location("confidence_ceiling", REPO / "scripts" / "confidence_ceiling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ceiling_script_compares_fits_on_held_out_and_training_labels(tiny_model_dir, corpus_dir):
+    script = _ceiling_script()
+    card = read_card(tiny_model_dir)
+    sets, samples, valid, test = script.training_samples(card, corpus_dir, None, size=50)
+    held_out = {pair for name in (*valid, *test) for pair in sets[name]}
+    assert list(samples) == ["multi30k:train sample"] and len(set(samples["multi30k:train sample"])) == 50
+    assert not held_out & set(samples["multi30k:train sample"])
+
+    # The tiny model's translations reach sentence chrF 12 about one time in ten: a bar that splits them.
+    result = script.ceiling(tiny_model_dir, corpus_dir, train_sample=80, max_per_set=80, good_chrf=12)
+    assert set(result["memorization"]) == {"multi30k"}
+    assert len(result["scores"]) == 7
+    for by_set in result["scores"].values():
+        assert list(by_set) == ["pooled", "multi30k:test2016"]
+        spearman, auc = by_set["pooled"]
+        assert -1 <= spearman <= 1 and 0 <= auc <= 1
+    # One test set: pooled and per set are the same rows.
+    assert all(v["pooled"] == v["multi30k:test2016"] for v in result["scores"].values())
+    table = script.markdown(result)
+    assert "ceiling: logistic fitted on the test sets" in table and "| multi30k |" in table

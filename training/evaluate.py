@@ -26,7 +26,7 @@ from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
 from training.cleaning import CleaningRules
 from training.corpus_config import parse_sources
-from training.datasets import prepare_data
+from training.datasets import PreparedData, prepare_data
 from training.significance import bleu_interval, sentence_statistics
 
 log = logging.getLogger("training.evaluate")
@@ -121,6 +121,13 @@ def searches(beams: list[int], translator: SentenceTranslator) -> list[tuple[int
 
 def evaluation_sets(card: ModelCard, data_dir: Path, mirror: Path | None) -> dict[str, list[tuple[str, str]]]:
     """The card's validation and test sets, rebuilt from its data recipe (default: Multi30k val and test2016)."""
+    data = card_data(card, data_dir, mirror)
+    return {**data.valid, **data.test}
+
+
+def card_data(card: ModelCard, data_dir: Path, mirror: Path | None) -> PreparedData:
+    """The model's data, rebuilt from the recipe in its card; its evaluation sets checked against the card's
+    fingerprints."""
     training, source, target = card.training, card.source_language, card.target_language
     sources = parse_sources(training.get("data_recipe"), source, target)
     rules = CleaningRules(**training.get("cleaning_rules", {}))
@@ -131,7 +138,7 @@ def evaluation_sets(card: ModelCard, data_dir: Path, mirror: Path | None) -> dic
             raise SystemExit(f"{card.id}: the evaluation set {name} rebuilt from the card's recipe differs from "
                              f"the one held out at export (SHA-256 {digest[:12]}, card {recorded[:12]}): the corpus "
                              "or the cleaning changed")
-    return {**data.valid, **data.test}
+    return data
 
 
 def evaluate(model_dir: Path, data_dir: Path, splits: list[str] | None, beams: list[int],
