@@ -151,6 +151,11 @@ def test_calibration_writes_a_fitted_and_measured_confidence_into_the_card(tiny_
     # Even a model trained for seconds tells its own language from gibberish and from French, if less surely.
     assert stats["roc_auc_vs_random"] > 0.7 and stats["roc_auc_vs_fr"] > 0.7
     assert len(entry["deciles"]) == 10 and (tmp_path / "plot.png").stat().st_size > 0
+    # Not reranked: one model serves the card's beam and greedy (the other search a caller can ask for).
+    default = f"beam{entry['search']['beam_size']}"
+    assert entry["fitted_on_searches"] == {"model": [default, "greedy"]} and list(entry["other_searches"]) == ["greedy"]
+    assert {"spearman_chrf", "roc_auc_good", "expected_calibration_error", "roc_auc_vs_fr"} <= set(
+        entry["other_searches"]["greedy"])
     translator = SentenceTranslator(OnnxSeq2Seq(model_dir), OnnxSeq2Seq(model_dir).tokenizer, source_language="de",
                                     confidence=confidence)
     german, french = (translator.translate([s], SearchOptions(beam_size=4))[0][0].confidence for s in

@@ -171,7 +171,13 @@ def test_a_reranked_model_is_calibrated_and_served_with_the_reranking_signals(re
     calibrate(root / "de-en", corpus_dir, max_per_set=40)
     entry = read_card(root / "de-en").confidence
     assert entry["search"]["reranked_by"] == "en-de"
-    assert {"spearman_chrf", "roc_auc_good", "expected_calibration_error"} <= set(entry["without_reranking_signals"])
+    # The plain model is fitted on, and measured on, the outputs it serves: greedy, and the beam without reranking.
+    plain_searches = ["greedy", f"beam{entry['search']['beam_size']}-plain"]
+    assert entry["fitted_on_searches"] == {"model": plain_searches,
+                                           "model_reranked": [f"beam{entry['search']['beam_size']}"]}
+    assert list(entry["other_searches"]) == plain_searches
+    for stats in entry["other_searches"].values():
+        assert {"spearman_chrf", "roc_auc_good", "expected_calibration_error", "roc_auc_vs_random"} <= set(stats)
     plain, reranked = ConfidenceModel.pair_from_card(entry)
     assert reranked.signals == RERANKED_SIGNALS
 

@@ -5,10 +5,11 @@
 Calibration data: the model's validation sets, plus inputs the model should distrust: Multi30k's validation
 captions in its other languages (French and Czech for a German model; their references are the captions in
 the target language, so a bad translation gets the low sentence chrF it deserves) when the recipe uses
-Multi30k, and seeded random strings (quality 0). A logistic regression (scikit-learn) over
-``inference.confidence.SIGNALS`` predicts sentence chrF >= 50; where the card reranks with the reverse model, a
-second one over ``RERANKED_SIGNALS`` (``model_reranked``) serves the reranked outputs, and the card also measures
-the first alone on them. The fit is then measured on the test sets and
+Multi30k, and seeded random strings (quality 0), each decoded every way the service can decode with the card (its
+default search, greedy, and for a reranking card its beam without reranking). A logistic regression (scikit-learn)
+over ``inference.confidence.SIGNALS`` predicts sentence chrF >= 50 for the outputs without reranking signals; where
+the card reranks with the reverse model, a second one over ``RERANKED_SIGNALS`` (``model_reranked``) serves the
+reranked outputs. The served confidence is then measured, per search, on the test sets and
 on test-time inputs of the same kinds: Spearman correlation with sentence chrF, ROC AUC for chrF >= 50,
 ROC AUC against each kind of foreign input, expected calibration error, and quality by confidence decile,
 each beside the baseline (the mean token log-probability alone).
@@ -25,7 +26,7 @@ import argparse
 import logging
 import random
 import string
-from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ from inference.search import SearchOptions
 from inference.translator import SentenceTranslator
 from training.data import LANGUAGES as MULTI30K_LANGUAGES
 from training.data import fetch_multi30k, read_split
-from training.evaluate import evaluation_sets, recipe_set_names, rows_by_source
+from training.evaluate import evaluation_sets, recipe_set_names, rows_by_source, searches
 
 log = logging.getLogger("training.calibrate")
 RANDOM_STRINGS = 300
@@ -135,6 +136,12 @@ def measure(confidence: np.ndarray, quality: np.ndarray, foreign: dict[str, np.n
     return result
 
 
+def calibration_fit(confidence: np.ndarray, quality: np.ndarray, good_chrf: float) -> dict:
+    """``measure`` without foreign inputs, plus the expected calibration error: confidence [N], quality [N]."""
+    return {**measure(confidence, quality, {}, good_chrf),
+            "expected_calibration_error": round(expected_calibration_error(confidence, quality >= good_chrf), 4)}
+
+
 def reference_agreement(sources: list[str], quality: np.ndarray, confidence: np.ndarray, good_chrf: float
                         ) -> dict | None:
     """For sources that appear twice or more (each row [N] a pair with its own reference; the translation is the
@@ -163,64 +170,81 @@ def deciles(confidence: np.ndarray, quality: np.ndarray, good_chrf: float = GOOD
 
 def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot: Path | None = None,
               max_per_set: int | None = None, good_chrf: float = GOOD_CHRF) -> ModelCard:
-    """Fit the confidence on the model's validation data, measure it on its test data, write both into the card."""
+    """Fit the confidence on the model's validation data, measure it on its test data, write both into the card.
+
+    The data are decoded every way the service can decode with the card: its default search (reranked where the
+    card asks), greedy, and for a reranking card its beam without reranking. ``model_reranked`` is fitted on the
+    reranked outputs, ``model`` on the outputs of the searches that have no reranking signals."""
     model = OnnxSeq2Seq(model_dir)
     card = model.card
     translator = SentenceTranslator(model, model.tokenizer, source_language=card.source_language,
                                     reranker=reranker_for(card, model_dir))
     options = search_options(card)
+    runs = {key: (search_translator, replace(options, beam_size=beam)) for beam, key, search_translator
+            in searches(sorted({options.beam_size, 1}, reverse=True), translator)}
+    default = next(iter(runs))
+    plain_keys = [key for key in runs if translator.reranker is None or key != default]
     sets = {name: pairs[:max_per_set] for name, pairs in evaluation_sets(card, data_dir, mirror).items()}
     valid_names, test_names = (recipe_set_names(card, list(sets), kind) for kind in ("valid", "test"))
 
-    def gather(names: list[str], foreign_split: str, seed: int) -> tuple[dict, dict]:
-        domain = {name: assess(translator, sets[name], options) for name in names}
-        others = {name.rsplit(":", 1)[1]: assess(translator, pairs[:max_per_set], options)
+    def gather(key: str, names: list[str], foreign_split: str, seed: int) -> tuple[dict, dict]:
+        """One search's (in-domain sets, foreign inputs), each name -> (signals [N, F], chrF [N])."""
+        search_translator, search = runs[key]
+        domain = {name: assess(search_translator, sets[name], search) for name in names}
+        others = {name.rsplit(":", 1)[1]: assess(search_translator, pairs[:max_per_set], search)
                   for name, pairs in foreign_sets(card, foreign_split, data_dir, mirror).items()}
         gibberish = random_strings(min(RANDOM_STRINGS, max_per_set or RANDOM_STRINGS), seed)
-        others["random"] = assess(translator, [(s, None) for s in gibberish], options)
+        others["random"] = assess(search_translator, [(s, None) for s in gibberish], search)
         return domain, others
 
-    fit_domain, fit_foreign = gather(valid_names, "val", seed=1)
-    stacked = list(fit_domain.values()) + list(fit_foreign.values())
-    fit_features, fit_quality = np.concatenate([f for f, _ in stacked]), np.concatenate([q for _, q in stacked])
-    plain_model = fit(fit_features, fit_quality, good_chrf)
-    complete = ~np.isnan(fit_features).any(axis=1)  # reranked: the best has the reranking signals
-    reranked_model = fit(fit_features[complete], fit_quality[complete], good_chrf, RERANKED_SIGNALS) \
-        if translator.reranker is not None and complete.any() else None
+    def stacked(parts: list[tuple[dict, dict]]) -> tuple[np.ndarray, np.ndarray]:
+        labelled = [pair for domain, others in parts for pair in (*domain.values(), *others.values())]
+        return np.concatenate([f for f, _ in labelled]), np.concatenate([q for _, q in labelled])
+
+    fitted = {key: gather(key, valid_names, "val", seed=1) for key in runs}
+    plain_model = fit(*stacked([fitted[key] for key in plain_keys]), good_chrf)
+    reranked_model = None
+    if translator.reranker is not None:
+        features, quality = stacked([fitted[default]])
+        complete = ~np.isnan(features).any(axis=1)  # the best of a reranked beam has the reranking signals
+        reranked_model = fit(features[complete], quality[complete], good_chrf, RERANKED_SIGNALS)
 
     def served(f: np.ndarray) -> np.ndarray:
         return served_confidence(plain_model, reranked_model, f)
 
-    test_domain, test_foreign = gather(test_names, "test2016", seed=2)
-    features = np.concatenate([f for f, _ in test_domain.values()])
-    quality = np.concatenate([q for _, q in test_domain.values()])
+    tested = {key: gather(key, test_names, "test2016", seed=2) for key in runs}
 
-    def measured(score: Callable[[np.ndarray], np.ndarray]) -> dict:
-        """``measure`` of one confidence function on the test data, with its expected calibration error."""
-        probability = score(features)
-        return {**measure(probability, quality, {k: score(f) for k, (f, _) in test_foreign.items()}, good_chrf),
-                "expected_calibration_error": round(expected_calibration_error(probability, quality >= good_chrf), 4)}
+    def measured(key: str) -> dict:
+        """``calibration_fit`` of the served confidence on one search's test data, with the foreign inputs."""
+        domain, others = tested[key]
+        features, quality = stacked([(domain, {})])
+        probability = served(features)
+        return {**calibration_fit(probability, quality, good_chrf),
+                **measure(probability, quality, {k: served(f) for k, (f, _) in others.items()}, good_chrf)}
 
+    test_domain, test_foreign = tested[default]
+    features, quality = stacked([(test_domain, {})])
     confidence = served(features)
     confidence_by_set = {name: served(f) for name, (f, _) in test_domain.items()}
     baseline_index = SIGNALS.index("mean_log_prob")
     entry = {
         "good_chrf": good_chrf,
         "model": plain_model.to_card(),
-        "fitted_on": {name: len(q) for name, (_, q) in {**fit_domain, **fit_foreign}.items()},
+        "fitted_on": {name: len(q) for name, (_, q) in {**fitted[default][0], **fitted[default][1]}.items()},
+        "fitted_on_searches": {"model": plain_keys, **({"model_reranked": [default]} if reranked_model else {})},
         "measured_on": {name: len(q) for name, (_, q) in {**test_domain, **test_foreign}.items()},
         "search": {"beam_size": options.beam_size, "length_penalty": options.length_penalty,
                    "reranked_by": card.decoding_defaults.rerank.model if translator.reranker else None},
-        "confidence": measured(served),
+        "confidence": measured(default),
         "baseline_mean_log_prob": measure(features[:, baseline_index], quality,
                                           {k: f[:, baseline_index] for k, (f, _) in test_foreign.items()}, good_chrf),
         "per_test_set": {name: measure(confidence_by_set[name], q, {}, good_chrf)
                          for name, (_, q) in test_domain.items()},
         "deciles": deciles(confidence, quality, good_chrf),
+        "other_searches": {key: measured(key) for key in runs if key != default},
     }
     if reranked_model is not None:
         entry["model_reranked"] = reranked_model.to_card()
-        entry["without_reranking_signals"] = measured(lambda f: served_confidence(plain_model, None, f))
     agreement = {name: reference_agreement([s for s, _ in sets[name]], q, confidence_by_set[name], good_chrf)
                  for name, (_, q) in test_domain.items()}
     if any(agreement.values()):
@@ -261,8 +285,8 @@ def markdown(cards: list[ModelCard]) -> str:
     for card in cards:
         entry = card.confidence or {}
         rows = [("confidence", entry["confidence"]),
-                ("without the reranking signals", entry.get("without_reranking_signals")),
-                ("baseline: mean log-prob", entry["baseline_mean_log_prob"])]
+                ("baseline: mean log-prob", entry["baseline_mean_log_prob"]),
+                *((f"confidence, {name} search", stats) for name, stats in entry.get("other_searches", {}).items())]
         for label, stats in (row for row in rows if row[1] is not None):
             foreign = ", ".join(f"{k.removeprefix('roc_auc_vs_')} {v:.4f}" for k, v in stats.items()
                                 if k.startswith("roc_auc_vs_"))

@@ -114,7 +114,7 @@ def searches(beams: list[int], translator: SentenceTranslator) -> list[tuple[int
     reranking (key ``beamN-plain``), so the card shows what the reranking is worth."""
     result = [(beam, search_name(beam), translator) for beam in beams]
     if translator.reranker is not None:
-        plain = SentenceTranslator(translator.model, translator.tokenizer)
+        plain = SentenceTranslator(translator.model, translator.tokenizer, source_language=translator.source_language)
         result += [(beam, f"{search_name(beam)}-plain", plain) for beam in beams if beam > 1]
     return result
 
