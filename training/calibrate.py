@@ -136,12 +136,6 @@ def measure(confidence: np.ndarray, quality: np.ndarray, foreign: dict[str, np.n
     return result
 
 
-def calibration_fit(confidence: np.ndarray, quality: np.ndarray, good_chrf: float) -> dict:
-    """``measure`` without foreign inputs, plus the expected calibration error: confidence [N], quality [N]."""
-    return {**measure(confidence, quality, {}, good_chrf),
-            "expected_calibration_error": round(expected_calibration_error(confidence, quality >= good_chrf), 4)}
-
-
 def reference_agreement(sources: list[str], quality: np.ndarray, confidence: np.ndarray, good_chrf: float
                         ) -> dict | None:
     """For sources that appear twice or more (each row [N] a pair with its own reference; the translation is the
@@ -215,12 +209,12 @@ def calibrate(model_dir: Path, data_dir: Path, mirror: Path | None = None, plot:
     tested = {key: gather(key, test_names, "test2016", seed=2) for key in runs}
 
     def measured(key: str) -> dict:
-        """``calibration_fit`` of the served confidence on one search's test data, with the foreign inputs."""
+        """``measure`` of the served confidence on one search's test data, with its expected calibration error."""
         domain, others = tested[key]
         features, quality = stacked([(domain, {})])
         probability = served(features)
-        return {**calibration_fit(probability, quality, good_chrf),
-                **measure(probability, quality, {k: served(f) for k, (f, _) in others.items()}, good_chrf)}
+        return {**measure(probability, quality, {k: served(f) for k, (f, _) in others.items()}, good_chrf),
+                "expected_calibration_error": round(expected_calibration_error(probability, quality >= good_chrf), 4)}
 
     test_domain, test_foreign = tested[default]
     features, quality = stacked([(test_domain, {})])
