@@ -115,22 +115,19 @@ def ceiling(model_dir: Path, data_dir: Path, mirror: Path | None = None, train_s
         "ceiling: logistic fitted on the test sets": logistic(test_x, test_y),
         "ceiling: ridge on chrF fitted on the test sets": ridge(test_x, test_y),
     }
-    rows = {"pooled": np.ones(len(test_y), bool)}
-    offset = 0
-    for name, (_, quality) in test.items():
-        rows[name] = np.zeros(len(test_y), bool)
-        rows[name][offset : offset + len(quality)] = True
-        offset += len(quality)
+    row_set = np.concatenate([np.full(len(quality), name) for name, (_, quality) in test.items()])
+    rows = {"pooled": np.ones(len(test_y), bool), **{name: row_set == name for name in test}}
 
     def statistics(score: np.ndarray, subset: np.ndarray) -> list[float]:
         y = test_y[subset]
         return [round(float(spearmanr(score[subset], y)[0]), 3), round(float(roc_auc_score(y >= good_chrf, score[subset])), 3)]
 
-    corpus = {name.split(":")[0] for name in valid}
-    memorization = {c: {"validation_chrf": round(float(np.mean(np.concatenate([q for n, (_, q) in valid.items()
-                                                                              if n.startswith(f"{c}:")]))), 2),
-                        "train_sample_chrf": round(float(trained[f"{c}:train sample"][1].mean()), 2)}
-                    for c in sorted(corpus) if f"{c}:train sample" in trained}
+    def mean_chrf(labelled: dict[str, Labelled], corpus: str) -> float:
+        return round(float(np.mean(np.concatenate([q for n, (_, q) in labelled.items() if n.startswith(f"{corpus}:")]))), 2)
+
+    corpora = sorted({name.split(":")[0] for name in trained} & {name.split(":")[0] for name in valid})
+    memorization = {c: {"validation_chrf": mean_chrf(valid, c), "train_sample_chrf": mean_chrf(trained, c)}
+                    for c in corpora}
     return {"memorization": memorization,
             "scores": {label: {subset: statistics(score(test_x), mask) for subset, mask in rows.items()}
                        for label, score in scorers.items()}}
